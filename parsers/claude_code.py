@@ -1,0 +1,326 @@
+"""Claude Code transcripts (``~/.claude/projects/<dir>/<session>.jsonl``) into the standard schema.
+
+The file is append-only JSONL, so this is a chunk parser (see ``parsers.base``). What it must
+get right, from ``shared/formats/claude_code.md``:
+
+* One API response is written as several ``assistant`` lines sharing ``message.id`` and
+  ``requestId``; consecutive fragments become one message whose id is the first fragment's
+  ``uuid``. Each fragment carries a usage snapshot taken while streaming: the response's usage
+  is the largest snapshot, counted once. When other lines split a response, the later part
+  counts only what the earlier part did not (``state["resp"]``), so sums stay true.
+* A response at the end of a chunk may still be streaming. Unless its stop_reason says it is
+  finished, it is emitted as it stands and the returned offset stops at its first line, so the
+  next read merges the rest into the same message id (the receiver's upsert replaces it).
+* Tool results are ``user`` lines: they become ``role: tool`` messages. Injected context
+  (``isMeta``, caveats, system reminders) and harness records (system, attachment, progress,
+  bookkeeping and unknown types) are sent with ``visibility: hidden``, never dropped.
+* Subagent transcripts are their own conversations, linked by ``parent_conversation_id``
+  (relation ``subagent``), whether they sit in their own file or inline as sidechain lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parsers.base import Chunk, Parsed, complete_lines, decode_line
+from parsers.claude_code_blocks import (
+    convert_blocks,
+    is_injected_text,
+    usage_difference,
+    usage_snapshot,
+)
+from parsers.errors import ParseIssue
+from parsers.schema import Conversation, Message, normalize_timestamp, text_block
+
+__all__ = ["parse_chunk", "subagent_conversation_id"]
+
+# Envelope fields mapped to schema fields; every other top-level key lands in metadata.
+_MAPPED = frozenset(
+    {"parentUuid", "uuid", "type", "message", "timestamp", "sessionId", "cwd", "gitBranch",
+     "version", "isSidechain", "userType", "isMeta"}
+)
+_MESSAGE_MAPPED = frozenset({"role", "content", "id", "model", "usage", "type"})
+_TITLE_FIELDS = {"summary": ("summary", 1), "ai-title": ("aiTitle", 2), "custom-title": ("customTitle", 3)}
+_FINISHED = frozenset({"end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"})
+_SYNTHETIC = "<synthetic>"
+_TITLE_LENGTH = 120
+
+
+def subagent_conversation_id(parent_session: str | None, agent_id: str) -> str:
+    """A subagent's conversation id: unique across sessions, stable, readable."""
+    return f"{parent_session}:agent-{agent_id}" if parent_session else f"agent-{agent_id}"
+
+
+def parse_chunk(chunk: Chunk) -> Parsed:
+    """Parse the complete lines of ``chunk``; see the module docstring for what is kept."""
+    return _Run(chunk).parse()
+
+
+class _Group:
+    """An assistant response being merged from its fragments."""
+
+    __slots__ = ("conversation", "key", "message", "snapshot", "stop_reason")
+
+    def __init__(self, key: str | None, message: Message, conversation: Conversation) -> None:
+        self.key = key
+        self.message = message
+        self.conversation = conversation
+        self.snapshot: dict[str, int] | None = None
+        self.stop_reason: Any = None
+
+
+class _Run:
+    """One call of ``parse_chunk``: the mutable bookkeeping of a single pass over a chunk."""
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        state = chunk.state
+        self.line: int = state.get("line", 0)
+        self.title_rank: int = state.get("title_rank", -1)
+        self.created: set[str] = set(state.get("created", ()))
+        self.resp: dict[str, Any] | None = state.get("resp")
+        self.alias: dict[str, str] = dict(state.get("alias", {}))
+        self.main_id: str | None = state.get("conv")
+        self.parent_id: str | None = state.get("parent")
+        self.conversations: dict[str, Conversation] = {}
+        self.issues: list[ParseIssue] = []
+        self.group: _Group | None = None
+        self.checkpoint: tuple[int, dict[str, Any]] | None = None
+        self.position = chunk.offset
+
+    # -- the pass ---------------------------------------------------------------------------
+
+    def parse(self) -> Parsed:
+        lines, end = complete_lines(self.chunk.data)
+        position = 0
+        for raw in lines:
+            start = position
+            position += len(raw) + 1
+            self.line += 1
+            if not raw.strip():
+                continue
+            try:
+                record = decode_line(raw)
+            except ValueError as exc:
+                self.issues.append(ParseIssue(self.chunk.path, self.line, f"corrupt JSON line: {exc}"))
+                continue
+            if not isinstance(record, dict):
+                self.issues.append(ParseIssue(self.chunk.path, self.line, "line is not a JSON object"))
+                continue
+            self.record(record, start)
+        consumed, state = end, None
+        open_group = self.group
+        if (open_group is not None and self.chunk.at_end and self.checkpoint
+                and open_group.stop_reason not in _FINISHED):
+            consumed, state = self.checkpoint
+        self.close_group()
+        conversations = [c for c in self.conversations.values() if c.messages or c.title]
+        return Parsed(conversations, consumed, state or self.state(), self.issues, records=len(lines))
+
+    def state(self) -> dict[str, Any]:
+        resp = self.resp
+        return {"line": self.line, "title_rank": self.title_rank, "created": sorted(self.created),
+                "resp": resp, "alias": self.alias, "conv": self.main_id, "parent": self.parent_id}
+
+    def record(self, record: dict[str, Any], start: int) -> None:
+        self.position = self.chunk.offset + start  # stable: ids derived from it survive re-reads
+        kind = record.get("type")
+        if kind in _TITLE_FIELDS:
+            self.title(record, kind)
+            return
+        conversation = self.conversation_for(record)
+        if kind == "assistant":
+            self.assistant(record, conversation, start)
+            return
+        if kind == "user":
+            self.close_group()
+            message = self.user(record, conversation)
+        else:
+            message = self.harness(record, kind)
+        conversation.messages.append(message)
+
+    # -- conversations ----------------------------------------------------------------------
+
+    def conversation_for(self, record: dict[str, Any]) -> Conversation:
+        hints = self.chunk.hints
+        if self.main_id is None:
+            session = record.get("sessionId")
+            if "agent_id" in hints:
+                parent = hints.get("parent_session")
+                if not parent and isinstance(session, str) and not session.startswith("agent-"):
+                    parent = session
+                self.parent_id = parent
+                self.main_id = subagent_conversation_id(parent, hints["agent_id"])
+            else:
+                self.main_id = hints.get("session_id") or session or _stem(self.chunk.path)
+        conv_id, parent, agent = self.main_id, self.parent_id, hints.get("agent_id")
+        if record.get("isSidechain") and "agent_id" not in hints:
+            # Older versions wrote subagent lines inline in the session file.
+            agent = record.get("agentId") or "sidechain"
+            conv_id, parent = subagent_conversation_id(self.main_id, agent), self.main_id
+        conversation = self.conversations.get(conv_id)
+        if conversation is None:
+            conversation = self.conversations[conv_id] = Conversation(conv_id)
+            if agent is not None:
+                conversation.parent_conversation_id = parent
+                conversation.relation = "subagent"
+                conversation.metadata["agent_id"] = agent
+                if conv_id == self.main_id and hints.get("meta"):
+                    conversation.metadata["agent"] = hints["meta"]
+        timestamp = normalize_timestamp(record.get("timestamp"))
+        if timestamp:
+            conversation.updated_at = timestamp
+            if conv_id not in self.created:
+                conversation.created_at = timestamp
+                self.created.add(conv_id)
+        cwd = record.get("cwd")
+        if cwd:
+            conversation.project = {"path": cwd, "git_branch": record.get("gitBranch") or None}
+        if record.get("version"):
+            conversation.metadata["version"] = record["version"]
+        return conversation
+
+    def title(self, record: dict[str, Any], kind: str) -> None:
+        field, rank = _TITLE_FIELDS[kind]
+        value = record.get(field)
+        if isinstance(value, str) and value.strip() and rank >= self.title_rank:
+            self.title_rank = rank
+            self.conversation_for(record).title = value.strip()
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def user(self, record: dict[str, Any], conversation: Conversation) -> Message:
+        body = record.get("message") or {}
+        blocks, texts, unknown = convert_blocks(body.get("content"))
+        kinds = {b["type"] for b in blocks}
+        if record.get("isCompactSummary"):
+            role = "system"
+        elif "tool_result" in kinds and kinds <= {"tool_result", "image"}:
+            role = "tool"
+        else:
+            role = "user"
+        hidden = bool(record.get("isMeta")) or (role == "user" and is_injected_text(texts))
+        message = self.message(record, role, blocks, texts, unknown, body)
+        if hidden:
+            message.visibility = "hidden"
+        elif role == "user" and self.title_rank < 0 and texts and conversation.id == self.main_id:
+            first = texts[0].strip()
+            if first and not first.startswith("<"):
+                self.title_rank = 0
+                conversation.title = first.splitlines()[0][:_TITLE_LENGTH]
+        return message
+
+    def assistant(self, record: dict[str, Any], conversation: Conversation, start: int) -> None:
+        body = record.get("message") or {}
+        response_id = body.get("id")
+        key = f"{response_id}|{record.get('requestId')}" if response_id else None
+        group = self.group
+        blocks, texts, unknown = convert_blocks(body.get("content"))
+        if group is not None and key is not None and group.key == key and group.conversation is conversation:
+            merged = group.message
+            merged.content.extend(blocks)
+            if texts:
+                merged.text = "\n".join(filter(None, (merged.text, *texts)))
+            if unknown:
+                merged.metadata.setdefault("unknown_blocks", []).extend(unknown)
+            merged.metadata.setdefault("uuids", [merged.id]).append(record.get("uuid"))
+            self.alias_fragment(record, merged.id)
+        else:
+            self.close_group()
+            self.checkpoint = (start, self.state())
+            message = self.message(record, "assistant", blocks, texts, unknown, body)
+            message.metadata["message_id"] = response_id
+            conversation.messages.append(message)
+            group = self.group = _Group(key, message, conversation)
+            if message.model and message.model != _SYNTHETIC:
+                conversation.model = message.model
+        if body.get("stop_reason") is not None:
+            group.stop_reason = body["stop_reason"]
+            group.message.metadata["stop_reason"] = body["stop_reason"]
+        if body.get("model") != _SYNTHETIC:  # locally generated: nothing was billed
+            snapshot, extra = usage_snapshot(body.get("usage"))
+            if snapshot is not None:
+                previous = group.snapshot or {}
+                group.snapshot = {k: max(v, previous.get(k, 0)) for k, v in snapshot.items()}
+            if extra:
+                group.message.metadata["usage_detail"] = extra
+
+    def close_group(self) -> None:
+        group, self.group = self.group, None
+        self.checkpoint = None
+        if group is None or group.snapshot is None:
+            return
+        counted = self.resp["usage"] if self.resp and self.resp.get("key") == group.key else None
+        usage, clamped = usage_difference(group.snapshot, counted)
+        group.message.usage = usage
+        if clamped:
+            group.message.metadata["usage_clamped"] = True
+        self.resp = {"key": group.key, "usage": group.snapshot} if group.key else None
+
+    def harness(self, record: dict[str, Any], kind: Any) -> Message:
+        """System, attachment, progress, bookkeeping and unknown records: kept, hidden."""
+        text = record.get("content") if kind == "system" else None
+        blocks = [text_block(text)] if isinstance(text, str) and text else []
+        message = Message(
+            id=record.get("uuid") or f"{kind}@{self.position}",
+            role="system",
+            content=blocks,
+            text=text if blocks else "",
+            parent_id=self.parent(record.get("parentUuid") or record.get("logicalParentUuid")),
+            created_at=normalize_timestamp(record.get("timestamp")),
+            visibility="hidden",
+            metadata={"record_type": kind, **_extras(record)},
+        )
+        if kind == "system" and isinstance(record.get("content"), str):
+            message.metadata.pop("content", None)
+        return message
+
+    def message(
+        self,
+        record: dict[str, Any],
+        role: Any,
+        blocks: list[dict[str, Any]],
+        texts: list[str],
+        unknown: list[dict[str, Any]],
+        body: dict[str, Any],
+    ) -> Message:
+        metadata = _extras(record)
+        extra = {k: v for k, v in body.items() if k not in _MESSAGE_MAPPED and v is not None}
+        if extra:
+            metadata["message"] = extra
+        if unknown:
+            metadata["unknown_blocks"] = unknown
+        if record.get("isMeta"):
+            metadata["is_meta"] = True
+        uuid = record.get("uuid") or f"line@{self.position}"
+        self.alias_fragment(record, uuid)
+        return Message(
+            id=uuid,
+            role=role,
+            content=blocks,
+            text="\n".join(texts),
+            parent_id=self.parent(record.get("parentUuid")),
+            created_at=normalize_timestamp(record.get("timestamp")),
+            model=body.get("model"),
+            metadata=metadata,
+        )
+
+    def alias_fragment(self, record: dict[str, Any], message_id: str) -> None:
+        uuid = record.get("uuid")
+        if uuid and uuid != message_id:
+            self.alias[uuid] = message_id
+        if len(self.alias) > 64:  # only recent fragments are ever a later line's parent
+            for old in list(self.alias)[:-32]:
+                del self.alias[old]
+
+    def parent(self, uuid: Any) -> str | None:
+        return self.alias.get(uuid, uuid) if isinstance(uuid, str) else None
+
+
+def _extras(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in _MAPPED}
+
+
+def _stem(path: str) -> str:
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return name[:-6] if name.endswith(".jsonl") else name
