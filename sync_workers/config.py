@@ -1,0 +1,189 @@
+"""Configuration: YAML plus environment, validated into frozen dataclasses.
+
+Every option has a default, so no file is needed. An unknown key or a value of the wrong type
+is a :class:`ConfigError` naming the file and the dotted key. Per-source options are declared
+by the source modules and handed in by the caller (``load(..., source_options=...)``), so this
+module never imports a source.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from croniter import croniter
+
+from sync_workers.errors import ConfigError
+
+__all__ = ["Config", "SecurityConfig", "ServerConfig", "SourceConfig", "WorkerConfig", "load"]
+
+TOKEN_ENV = "SYNC_WORKER_TOKEN"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    base_url: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    worker_token: str | None = field(default=None, repr=False)
+    worker_token_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    check_interval: float = 300.0
+    schedule: str | None = None
+    batch_size: int = 100
+    max_batch_bytes: int = 4 * 1024 * 1024
+    max_outbox_bytes: int = 256 * 1024 * 1024
+    state_dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    enabled: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    security: SecurityConfig = SecurityConfig()
+    worker: WorkerConfig = WorkerConfig()
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token: ``SYNC_WORKER_TOKEN`` wins, then the token file, then the YAML value."""
+        if os.environ.get(TOKEN_ENV):
+            return os.environ[TOKEN_ENV].strip()
+        if self.security.worker_token_file:
+            path = Path(self.security.worker_token_file).expanduser()
+            try:
+                return path.read_text().strip() or None
+            except OSError as exc:
+                raise ConfigError(f"{self.path or '<defaults>'}: security.worker_token_file: {exc}") from exc
+        return self.security.worker_token
+
+    @property
+    def state_dir(self) -> Path:
+        if self.worker.state_dir:
+            return Path(self.worker.state_dir).expanduser()
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "sync-workers"
+
+    def source(self, name: str) -> SourceConfig:
+        return self.sources.get(name, SourceConfig())
+
+
+_SECTIONS: dict[str, type] = {"server": ServerConfig, "security": SecurityConfig, "worker": WorkerConfig}
+# The type each key accepts, beyond None where the default is None.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "server.base_url": (str,), "server.timeout": (int, float),
+    "security.worker_token": (str,), "security.worker_token_file": (str,),
+    "worker.check_interval": (int, float), "worker.schedule": (str,), "worker.batch_size": (int,),
+    "worker.max_batch_bytes": (int,), "worker.max_outbox_bytes": (int,), "worker.state_dir": (str,),
+}
+_POSITIVE = {"server.timeout", "worker.check_interval", "worker.batch_size", "worker.max_batch_bytes",
+             "worker.max_outbox_bytes"}
+
+
+def load(
+    path: str | os.PathLike[str] | None,
+    source_options: Mapping[str, Mapping[str, Any]],
+) -> Config:
+    """Read ``path`` (None: all defaults). ``source_options`` maps each worker to its options' defaults."""
+    where = str(path) if path is not None else "<defaults>"
+    raw: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).expanduser().read_text()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read the config file: {exc}") from exc
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections")
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "sources":
+            continue
+        if name not in _SECTIONS:
+            raise ConfigError(f"{where}: unknown key {name!r} (known: {', '.join([*_SECTIONS, 'sources'])})")
+        sections[name] = _section(where, name, value, _SECTIONS[name])
+    sources = _sources(where, raw.get("sources"), source_options)
+    config = Config(**sections, sources=sources, path=where)
+    if config.worker.schedule and not croniter.is_valid(config.worker.schedule):
+        raise ConfigError(f"{where}: worker.schedule: not a cron expression: {config.worker.schedule!r}")
+    if config.server.base_url and not config.server.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: server.base_url: must start with http:// or https://")
+    return config
+
+
+def _section(where: str, name: str, value: Any, cls: type) -> Any:
+    if value is None:
+        return cls()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {name}: expected a mapping, got {type(value).__name__}")
+    known = cls.__dataclass_fields__
+    for key, item in value.items():
+        dotted = f"{name}.{key}"
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {dotted!r} (known: {', '.join(known)})")
+        _check_type(where, dotted, item, _TYPES[dotted])
+        if dotted in _POSITIVE and item is not None and item <= 0:
+            raise ConfigError(f"{where}: {dotted}: must be greater than 0, got {item!r}")
+    return cls(**{k: v for k, v in value.items() if v is not None})
+
+
+def _sources(
+    where: str, value: Any, options: Mapping[str, Mapping[str, Any]]
+) -> dict[str, SourceConfig]:
+    result = {name: SourceConfig(True, dict(defaults)) for name, defaults in options.items()}
+    if value is None:
+        return result
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: sources: expected a mapping of worker names")
+    for name, body in value.items():
+        if name not in options:
+            raise ConfigError(f"{where}: unknown key 'sources.{name}' (known: {', '.join(options)})")
+        body = body or {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: sources.{name}: expected a mapping")
+        merged = dict(options[name])
+        enabled = True
+        for key, item in body.items():
+            dotted = f"sources.{name}.{key}"
+            if key == "enabled":
+                _check_type(where, dotted, item, (bool,))
+                enabled = bool(item) if item is not None else True
+            elif key in merged:
+                default = options[name][key]
+                _check_type(where, dotted, item, (type(default),) if default is not None else (str,))
+                if item is not None:
+                    merged[key] = item
+            else:
+                raise ConfigError(
+                    f"{where}: unknown key {dotted!r} (known: enabled, {', '.join(options[name])})"
+                )
+        result[name] = SourceConfig(enabled, merged)
+    return result
+
+
+def _check_type(where: str, dotted: str, value: Any, types: tuple[type, ...]) -> None:
+    if value is None:
+        return
+    ok = False if isinstance(value, bool) and bool not in types else isinstance(value, types)
+    if not ok:
+        wanted = " or ".join(t.__name__ for t in types)
+        raise ConfigError(f"{where}: {dotted}: expected {wanted}, got {type(value).__name__} {value!r}")

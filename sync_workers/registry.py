@@ -1,0 +1,24 @@
+"""The only module that imports every source: worker name -> source class."""
+
+from __future__ import annotations
+
+from sync_workers.sources.claude_code import ClaudeCodeSource
+from sync_workers.sources.files import FileSource
+
+__all__ = ["SOURCES", "source_class", "source_options"]
+
+SOURCES: dict[str, type[FileSource]] = {
+    ClaudeCodeSource.name: ClaudeCodeSource,
+}
+
+
+def source_class(name: str) -> type[FileSource]:
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise KeyError(f"unknown worker {name!r} (known: {', '.join(SOURCES)})") from None
+
+
+def source_options() -> dict[str, dict[str, object]]:
+    """Each worker's config options and defaults, for ``config.load``."""
+    return {name: dict(cls.options) for name, cls in SOURCES.items()}

@@ -1,0 +1,160 @@
+"""The contract's endpoint: ``POST {base_url}/internal/v1/sync/batch`` with a bearer token.
+
+Every status code is mapped in one place, :func:`classify`, to what the worker must do
+(CONTRACT.md, Response). The body goes out gzip-compressed with ``Idempotency-Key`` = batch id;
+the outbox stores it already compressed, so a resend costs no work.
+"""
+
+from __future__ import annotations
+
+import enum
+import gzip
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+import orjson
+
+from sync_workers import __version__
+from sync_workers.errors import Fatal, Retryable, SyncError
+from sync_workers.store import UpsertCounts
+
+__all__ = ["ENDPOINT", "HttpSink", "Outcome", "Rejected", "TooLarge", "classify", "compress"]
+
+ENDPOINT = "/internal/v1/sync/batch"
+
+
+class Rejected(SyncError):
+    """400/422: the batch is invalid. Dead-letter it and carry on; a resend would fail the same way."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class TooLarge(SyncError):
+    """413: split the batch and send the halves."""
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"
+    DEAD_LETTER = "dead_letter"
+    STOP = "stop"
+    SPLIT = "split"
+    RETRY = "retry"
+
+
+def classify(status: int) -> Outcome:
+    """What the worker does with a status code: the contract's table, in one function."""
+    if 200 <= status < 300:
+        return Outcome.ACK
+    if status in (400, 422):
+        return Outcome.DEAD_LETTER
+    if status in (401, 403):
+        return Outcome.STOP
+    if status == 413:
+        return Outcome.SPLIT
+    if status in (408, 429) or status >= 500:
+        return Outcome.RETRY
+    # Another 4xx means the request itself is wrong (a bad base_url, a proxy refusing it):
+    # retrying cannot help and dropping would lose data, so stop and say so.
+    return Outcome.STOP
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date. None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def compress(body: bytes) -> bytes:
+    return gzip.compress(body, compresslevel=5, mtime=0)
+
+
+class HttpSink:
+    kind = "remote"
+
+    def __init__(
+        self, base_url: str, token: str | None, timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + ENDPOINT
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+            "User-Agent": f"sync-workers/{__version__}",
+        }
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+
+    @property
+    def description(self) -> str:
+        return self.url
+
+    def post(self, batch_id: str, gzipped_body: bytes) -> UpsertCounts:
+        """Send one batch; return the receiver's counts or raise what :func:`classify` says."""
+        try:
+            response = self.client.post(self.url, content=gzipped_body, headers={"Idempotency-Key": batch_id})
+        except httpx.TransportError as exc:  # connect errors, timeouts, broken connections
+            raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+        outcome = classify(response.status_code)
+        if outcome is Outcome.ACK:
+            return _counts(response)
+        reason = _reason(response)
+        if outcome is Outcome.RETRY:
+            raise Retryable(
+                f"HTTP {response.status_code}: {reason}", retry_after_seconds(response.headers.get("Retry-After"))
+            )
+        if outcome is Outcome.DEAD_LETTER:
+            raise Rejected(response.status_code, reason)
+        if outcome is Outcome.SPLIT:
+            raise TooLarge(f"HTTP 413: {reason}")
+        if response.status_code in (401, 403):
+            raise Fatal(
+                f"the server refused the worker token (HTTP {response.status_code}: {reason}); set"
+                " SYNC_WORKER_TOKEN or security.worker_token(_file) and restart; nothing was dropped"
+            )
+        raise Fatal(f"the server answered HTTP {response.status_code} for {self.url}: {reason}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _reason(response: httpx.Response) -> str:
+    text = response.text[:500]
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("detail", "error", "message"):
+            if body.get(key):
+                return str(body[key])[:500]
+    return text
+
+
+def _counts(response: httpx.Response) -> UpsertCounts:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    counts = UpsertCounts()
+    if isinstance(body, dict):
+        for name in ("inserted_conversations", "updated_conversations", "inserted_messages",
+                     "duplicate_messages"):
+            value = body.get(name)
+            if isinstance(value, int):
+                setattr(counts, name, value)
+    return counts

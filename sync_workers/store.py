@@ -1,0 +1,240 @@
+"""The archive store: conversations and messages in SQLite, upserted by the contract's keys.
+
+One store serves two callers: the local archive sink (the default when no server is set) and
+the reference receiver (``sync-workers serve``), so both have the same semantics:
+
+* a conversation is keyed by (source_type, id), a message by (source_type, conversation id, id);
+* a message sent again replaces the stored copy only when it differs; nothing is ever deleted;
+* conversation fields take the latest value sent; a field sent as null keeps the stored value;
+  metadata is merged key by key (RFC 7396), so a delta that carries one key loses no other.
+
+Messages are stored as the exact JSON bytes that were sent (``body``), with the keys and a few
+columns beside them for queries. Counts follow the contract: rows that did not exist before.
+The store runs in WAL mode, so readers never block the writer and several writer processes
+take turns (``busy_timeout``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["ArchiveStore", "ConversationRecord", "MessageRecord", "UpsertCounts"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    source_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    title TEXT,
+    created_at TEXT,
+    updated_at TEXT,
+    model TEXT,
+    project TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    parent_conversation_id TEXT,
+    relation TEXT,
+    PRIMARY KEY (source_type, id)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY,
+    source_type TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at TEXT,
+    visibility TEXT NOT NULL DEFAULT 'visible',
+    body BLOB NOT NULL,
+    UNIQUE (source_type, conversation_id, id)
+);
+"""
+
+_CONVERSATION_FIELDS = ("title", "created_at", "updated_at", "model", "project", "metadata",
+                        "parent_conversation_id", "relation")
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    id: str
+    role: str
+    created_at: str | None
+    visibility: str
+    body: bytes
+    """The message's JSON, exactly as sent."""
+
+
+@dataclass(slots=True)
+class ConversationRecord:
+    id: str
+    fields: dict[str, Any]
+    """Conversation fields other than id and messages, as in the contract."""
+    messages: list[MessageRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class UpsertCounts:
+    inserted_conversations: int = 0
+    updated_conversations: int = 0
+    inserted_messages: int = 0
+    updated_messages: int = 0
+    duplicate_messages: int = 0
+
+    def add(self, other: UpsertCounts) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class ArchiveStore:
+    """A SQLite archive of conversations. Use one instance per thread."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly:
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        if not readonly:
+            self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: take the write lock up front so concurrent writers queue, not deadlock."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def upsert(self, source_type: str, conversations: Iterable[ConversationRecord]) -> UpsertCounts:
+        """Store a batch in one transaction and count what was new."""
+        with self.transaction() as db:
+            return self.upsert_in(db, source_type, conversations)
+
+    def upsert_in(
+        self, db: sqlite3.Connection, source_type: str, conversations: Iterable[ConversationRecord]
+    ) -> UpsertCounts:
+        counts = UpsertCounts()
+        conv_rows = []
+        message_rows = []
+        for conv in conversations:
+            values = [_column(name, conv.fields.get(name)) for name in _CONVERSATION_FIELDS]
+            conv_rows.append((source_type, conv.id, *values))
+            message_rows.extend(
+                (source_type, conv.id, m.id, m.role, m.created_at, m.visibility, m.body)
+                for m in conv.messages
+            )
+        before = db.total_changes
+        db.executemany(
+            "INSERT OR IGNORE INTO conversations (source_type, id, title, created_at, updated_at, model,"
+            " project, metadata, parent_conversation_id, relation)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, coalesce(?, '{}'), ?, ?)",
+            conv_rows,
+        )
+        counts.inserted_conversations = db.total_changes - before
+        before = db.total_changes
+        db.executemany(
+            "UPDATE conversations SET title = coalesce(?3, title), created_at = coalesce(?4, created_at),"
+            " updated_at = coalesce(?5, updated_at), model = coalesce(?6, model),"
+            " project = coalesce(?7, project), metadata = json_patch(metadata, coalesce(?8, '{}')),"
+            " parent_conversation_id = coalesce(?9, parent_conversation_id),"
+            " relation = coalesce(?10, relation)"
+            " WHERE source_type = ?1 AND id = ?2 AND NOT ("
+            " title IS coalesce(?3, title) AND created_at IS coalesce(?4, created_at)"
+            " AND updated_at IS coalesce(?5, updated_at) AND model IS coalesce(?6, model)"
+            " AND project IS coalesce(?7, project) AND metadata IS json_patch(metadata, coalesce(?8, '{}'))"
+            " AND parent_conversation_id IS coalesce(?9, parent_conversation_id)"
+            " AND relation IS coalesce(?10, relation))",
+            conv_rows,
+        )
+        counts.updated_conversations = db.total_changes - before
+        before = db.total_changes
+        db.executemany(
+            "INSERT OR IGNORE INTO messages (source_type, conversation_id, id, role, created_at,"
+            " visibility, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            message_rows,
+        )
+        counts.inserted_messages = db.total_changes - before
+        if counts.inserted_messages < len(message_rows):
+            before = db.total_changes
+            db.executemany(
+                "UPDATE messages SET role = ?4, created_at = ?5, visibility = ?6, body = ?7"
+                " WHERE source_type = ?1 AND conversation_id = ?2 AND id = ?3 AND body IS NOT ?7",
+                message_rows,
+            )
+            counts.updated_messages = db.total_changes - before
+        counts.duplicate_messages = len(message_rows) - counts.inserted_messages - counts.updated_messages
+        return counts
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def list_conversations(
+        self, source_type: str | None = None, limit: int = 50, after: tuple[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Conversations ordered by (source_type, id), starting after the ``after`` key (paging)."""
+        where, args = [], []
+        if source_type:
+            where.append("source_type = ?")
+            args.append(source_type)
+        if after:
+            where.append("(source_type, id) > (?, ?)")
+            args.extend(after)
+        sql = (
+            "SELECT c.*, (SELECT count(*) FROM messages m WHERE m.source_type = c.source_type"
+            " AND m.conversation_id = c.id) AS message_count FROM conversations c"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY source_type, id LIMIT ?"
+        )
+        return [self._conversation(row) for row in self._rows(sql, [*args, limit])]
+
+    def get_conversation(self, source_type: str, conversation_id: str) -> dict[str, Any] | None:
+        """One conversation with its messages in arrival order, or None."""
+        rows = self._rows(
+            "SELECT * FROM conversations WHERE source_type = ? AND id = ?", (source_type, conversation_id)
+        )
+        if not rows:
+            return None
+        conversation = self._conversation(rows[0])
+        conversation["messages"] = [
+            orjson.loads(body)
+            for (body,) in self.db.execute(
+                "SELECT body FROM messages WHERE source_type = ? AND conversation_id = ? ORDER BY seq",
+                (source_type, conversation_id),
+            )
+        ]
+        return conversation
+
+    def count_messages(self, source_type: str | None = None) -> int:
+        sql = "SELECT count(*) FROM messages" + (" WHERE source_type = ?" if source_type else "")
+        return self.db.execute(sql, (source_type,) if source_type else ()).fetchone()[0]
+
+    def _rows(self, sql: str, args: Iterable[Any]) -> list[dict[str, Any]]:
+        cursor = self.db.execute(sql, tuple(args))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    @staticmethod
+    def _conversation(row: dict[str, Any]) -> dict[str, Any]:
+        for key in ("project", "metadata"):
+            if row.get(key) is not None:
+                row[key] = orjson.loads(row[key])
+        return row
+
+
+def _column(name: str, value: Any) -> Any:
+    if name in ("project", "metadata"):
+        return orjson.dumps(value).decode() if value else None
+    return value
