@@ -22,7 +22,7 @@ from sync_workers.config import Config
 from sync_workers.delivery import Delivery, Totals
 from sync_workers.logs import get_logger
 from sync_workers.sinks import ArchiveSink, HttpSink, MemorySink
-from sync_workers.sources.files import FileSource, ScanStats, TrackedFile, scan
+from sync_workers.sources.files import FileSource, ScanStats, TrackedFile
 from sync_workers.state import State
 
 __all__ = ["CheckReport", "FileWorker", "make_sink"]
@@ -125,7 +125,7 @@ class FileWorker:
         batcher = Batcher(self.name, self.source_type, config.batch_size, config.max_batch_bytes)
         cursors = state.cursors()
         files = list(self.files if self.files is not None else self.source.discover())
-        for delta in scan(self.source, files, cursors, state.acked_digests, report.stats):
+        for delta in self.source.scan(files, cursors, state.acked_digests, report.stats):
             for conversation in delta.conversations:
                 for batch in batcher.add(conversation):
                     delivery.submit(batch)

@@ -86,6 +86,18 @@ class FileSource:
         """The files ``sync-workers parse`` reads for PATHs: a file, or a folder laid out like a root."""
         raise NotImplementedError
 
+    def scan(
+        self,
+        files: Iterable[TrackedFile],
+        cursors: Mapping[str, FileCursor],
+        acked: Callable[[str], dict[str, str]],
+        stats: ScanStats,
+    ) -> Iterator[Delta]:
+        """What is new in ``files``, as deltas. Sources whose data is not one file per stream
+        (a database, a tree of small files) override this and keep their cursors under keys of
+        their own in the same table; the worker and delivery stay the same."""
+        return scan(self, files, cursors, acked, stats)
+
 
 def scan(
     source: FileSource,
