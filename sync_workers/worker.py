@@ -149,8 +149,7 @@ class FileWorker:
         return report
 
     def _forget_vanished(self, cursors: dict[str, Any], files: list[TrackedFile]) -> None:
-        seen = {str(f.path) for f in files}
-        gone = [p for p in cursors if p not in seen and not Path(p).exists()]
+        gone = self.source.vanished(cursors, files)
         if gone:
             assert self.state is not None
             self.state.forget_files(gone)

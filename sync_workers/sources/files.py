@@ -98,6 +98,11 @@ class FileSource:
         their own in the same table; the worker and delivery stay the same."""
         return scan(self, files, cursors, acked, stats)
 
+    def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
+        """Cursor keys whose files are gone (Claude Code deletes old transcripts): to forget."""
+        seen = {str(f.path) for f in files}
+        return [key for key in cursors if key not in seen and not os.path.exists(key)]
+
 
 def scan(
     source: FileSource,
