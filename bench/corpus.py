@@ -42,10 +42,28 @@ class Manifest:
     """Sum of every response's final output_tokens: what usage must add up to."""
 
 
+_CODE = (
+    'def {w}(self, {w}: str) -> dict:\n    """{W} the {w}."""\n'
+    '    if not {w}:\n        raise ValueError(f"bad {{{w}!r}}")\n'
+    '    return {{"{w}": {w}, "path": "C:\\\\{w}\\\\{w}.py"}}\n\n',
+    "    for {w} in {w}s:\n\t\tprint('{w}', {w}.{w}())  # {w}\n",
+    "// {W}: 處理{w}的邏輯 — naïve café {w} ✓\nconst {w} = await fetch(`/api/{w}?q=${{{w}}}`);\n",
+)
+
+
 class _Writer:
+    """Text with the escapes, indentation and non-ASCII of real transcripts (code, CJK, quotes)."""
+
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
-        self.text = " ".join(rng.choice(_WORDS) for _ in range(400_000))
+        parts = []
+        for _ in range(60_000):
+            word = rng.choice(_WORDS)
+            if rng.random() < 0.35:
+                parts.append(rng.choice(_CODE).format(w=word, W=word.capitalize()))
+            else:
+                parts.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 14))) + ". ")
+        self.text = "".join(parts)
         self.image = base64.b64encode(rng.randbytes(48_000)).decode()
 
     def words(self, low: int, high: int) -> str:
@@ -98,8 +116,10 @@ def session_lines(w: _Writer, session_id: str, cwd: str, turns: int, manifest: M
                      for _ in range(rng.randint(0, 2))]
             fragments.extend(tools)
             output = 0
-            usage = {"input_tokens": rng.randint(1, 20), "cache_creation_input_tokens": rng.randint(0, 5000),
+            created = rng.randint(0, 5000)
+            usage = {"input_tokens": rng.randint(1, 20), "cache_creation_input_tokens": created,
                      "cache_read_input_tokens": rng.randint(0, 90000), "output_tokens": 0,
+                     "cache_creation": {"ephemeral_5m_input_tokens": created, "ephemeral_1h_input_tokens": 0},
                      "service_tier": "standard"}
             for index, block in enumerate(fragments):
                 output += rng.randint(1, 400)
@@ -113,12 +133,28 @@ def session_lines(w: _Writer, session_id: str, cwd: str, turns: int, manifest: M
                 result = w.words(200, 60_000 if rng.random() < 0.1 else 6000)
                 emit({"type": "user", "message": {"role": "user", "content": [
                     {"tool_use_id": tool["id"], "type": "tool_result", "content": result}]},
-                    "toolUseResult": {"stdout": result[:2000], "stderr": "", "interrupted": False}})
+                    "toolUseResult": _tool_use_result(w, tool["name"], result)})
             if not tools:
                 break
         if rng.random() < 0.2:
             emit({"type": "system", "subtype": "turn_duration", "content": "", "level": "info"})
     return lines
+
+
+def _tool_use_result(w: _Writer, name: str, result: str) -> dict:
+    """The rich result Claude Code records beside the model-facing text, shaped per tool."""
+    if name == "Read":
+        lines = result.count("\n") + 1
+        return {"type": "text", "file": {"filePath": "/home/dev/src/app/" + w.words(5, 20).replace(" ", "_"),
+                                         "content": result[:3000], "numLines": lines, "startLine": 1,
+                                         "totalLines": lines}}
+    if name == "Edit":
+        old, new = w.words(40, 400), w.words(40, 400)
+        return {"filePath": "/home/dev/src/app/main.py", "oldString": old, "newString": new,
+                "originalFile": result[:4000], "userModified": False, "replaceAll": False,
+                "structuredPatch": [{"oldStart": 10, "oldLines": 3, "newStart": 10, "newLines": 4,
+                                     "lines": [f"{sign}{w.words(10, 80)}" for sign in " --+++ "]}]}
+    return {"stdout": result[:2000], "stderr": "", "interrupted": False, "isImage": False}
 
 
 def generate(root: Path, target_bytes: int, seed: int = 7, turns: tuple[int, int] = (20, 60)) -> Manifest:

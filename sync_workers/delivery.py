@@ -86,8 +86,7 @@ class Delivery:
                 self.state.commit(batch.advance)
             return
         if self.sink.kind == "store":
-            counts = self.sink.store_batch(batch)
-            self.state.commit(batch.advance)
+            counts = self.sink.store_batch(batch, self.state)
             self.totals.counts.add(counts)
             self._count(batch.messages, len(batch.conversations), batch.size)
             self.log.debug("batch.stored", batch_id=batch.batch_id, messages=batch.messages)

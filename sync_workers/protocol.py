@@ -6,6 +6,7 @@ import threading
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from sync_workers.batching import Batch
+from sync_workers.state import State
 from sync_workers.store import UpsertCounts
 
 __all__ = ["RemoteSink", "StoreSink", "Worker"]
@@ -34,7 +35,8 @@ class StoreSink(Protocol):
     kind: Literal["store"]
     description: str
 
-    def store_batch(self, batch: Batch) -> UpsertCounts: ...
+    def store_batch(self, batch: Batch, state: State) -> UpsertCounts:
+        """Store the batch and move ``state`` by ``batch.advance``: durable when it returns."""
 
     def close(self) -> None: ...
 

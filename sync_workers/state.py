@@ -18,24 +18,26 @@ from typing import Any
 
 import orjson
 
+from sync_workers.store import connect
+
 __all__ = ["Advance", "FileCursor", "OutboxItem", "State"]
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
+CREATE TABLE IF NOT EXISTS {files} (
     path TEXT PRIMARY KEY,
     dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,
     head_len INTEGER, head_md5 TEXT,
     offset INTEGER NOT NULL DEFAULT 0,
-    parser_state TEXT NOT NULL DEFAULT '{}',
+    parser_state TEXT NOT NULL DEFAULT '{{}}',
     doc_md5 TEXT
 );
-CREATE TABLE IF NOT EXISTS acked (
+CREATE TABLE IF NOT EXISTS {acked} (
     conversation_id TEXT NOT NULL,
     message_id TEXT NOT NULL,
     digest TEXT NOT NULL,
     PRIMARY KEY (conversation_id, message_id)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox (
+CREATE TABLE IF NOT EXISTS {outbox} (
     seq INTEGER PRIMARY KEY,
     batch_id TEXT NOT NULL UNIQUE,
     body BLOB NOT NULL,
@@ -46,14 +48,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
-CREATE TABLE IF NOT EXISTS dead_letters (
+CREATE TABLE IF NOT EXISTS {dead_letters} (
     batch_id TEXT PRIMARY KEY,
     body BLOB NOT NULL,
     status INTEGER,
     reason TEXT NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT);
 """
 
 
@@ -102,18 +104,19 @@ class OutboxItem:
 class State:
     """The state database of one worker. Not shared between threads."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, namespace: str = "") -> None:
+        """``namespace`` prefixes the table names, so a worker's state can live inside the local
+        archive's file and move in the same transaction as the records (see ``sinks.archive``)."""
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=30000")
-        self.db.executescript(_SCHEMA)
+        self.names = {t: f"{namespace}{t}" for t in ("files", "acked", "outbox", "dead_letters", "meta")}
+        self.db = connect(path)
+        self.db.executescript(_SCHEMA.format(**self.names))
 
     def close(self) -> None:
         self.db.close()
+
+    def _q(self, sql: str) -> str:
+        return sql.format_map(self.names)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -130,8 +133,8 @@ class State:
     def cursors(self) -> dict[str, FileCursor]:
         """Every file cursor, in one query: a scan looks them up in memory, not per file."""
         rows = self.db.execute(
-            "SELECT path, dev, ino, size, mtime_ns, head_len, head_md5, offset, parser_state, doc_md5"
-            " FROM files"
+            self._q("SELECT path, dev, ino, size, mtime_ns, head_len, head_md5, offset, parser_state, doc_md5"
+            " FROM {files}")
         )
         return {
             row[0]: FileCursor(*row[:8], parser_state=orjson.loads(row[8]), doc_md5=row[9]) for row in rows
@@ -139,23 +142,23 @@ class State:
 
     def forget_files(self, paths: list[str]) -> None:
         with self.transaction() as db:
-            db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            db.executemany(self._q("DELETE FROM {files} WHERE path = ?"), [(p,) for p in paths])
 
     def acked_digests(self, conversation_id: str) -> dict[str, str]:
         rows = self.db.execute(
-            "SELECT message_id, digest FROM acked WHERE conversation_id = ?", (conversation_id,)
+            self._q("SELECT message_id, digest FROM {acked} WHERE conversation_id = ?"), (conversation_id,)
         )
         return dict(rows.fetchall())
 
     def commit(self, advance: Advance) -> None:
         with self.transaction() as db:
-            self._apply(db, advance)
+            self.apply(db, advance)
 
-    def _apply(self, db: sqlite3.Connection, advance: Advance) -> None:
+    def apply(self, db: sqlite3.Connection, advance: Advance) -> None:
         if advance.cursors:
             db.executemany(
-                "INSERT OR REPLACE INTO files (path, dev, ino, size, mtime_ns, head_len, head_md5, offset,"
-                " parser_state, doc_md5) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._q("INSERT OR REPLACE INTO {files} (path, dev, ino, size, mtime_ns, head_len, head_md5, offset,"
+                " parser_state, doc_md5) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 [
                     (c.path, c.dev, c.ino, c.size, c.mtime_ns, c.head_len, c.head_md5, c.offset,
                      orjson.dumps(c.parser_state).decode(), c.doc_md5)
@@ -163,7 +166,7 @@ class State:
                 ],
             )
         if advance.acked:
-            db.executemany("INSERT OR REPLACE INTO acked VALUES (?, ?, ?)", advance.acked)
+            db.executemany(self._q("INSERT OR REPLACE INTO {acked} VALUES (?, ?, ?)"), advance.acked)
 
     # -- outbox -----------------------------------------------------------------------------
 
@@ -174,46 +177,48 @@ class State:
         """Put a batch in the outbox and move the state it stands for, in one transaction."""
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO outbox (batch_id, body, conversations, messages, raw_bytes, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                self._q("INSERT INTO {outbox} (batch_id, body, conversations, messages, raw_bytes, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)"),
                 (batch_id, body, conversations, messages, raw_bytes, time.time()),
             )
-            self._apply(db, advance)
+            self.apply(db, advance)
 
     def pending(self) -> list[OutboxItem]:
         rows = self.db.execute(
-            "SELECT seq, batch_id, body, conversations, messages, raw_bytes, attempts FROM outbox ORDER BY seq"
+            self._q("SELECT seq, batch_id, body, conversations, messages, raw_bytes, attempts"
+                    " FROM {outbox} ORDER BY seq")
         )
         return [OutboxItem(*row) for row in rows.fetchall()]
 
     def outbox_bytes(self) -> int:
-        return self.db.execute("SELECT coalesce(sum(length(body)), 0) FROM outbox").fetchone()[0]
+        return self.db.execute(self._q("SELECT coalesce(sum(length(body)), 0) FROM {outbox}")).fetchone()[0]
 
     def delivered(self, batch_id: str) -> None:
-        self.db.execute("DELETE FROM outbox WHERE batch_id = ?", (batch_id,))
+        self.db.execute(self._q("DELETE FROM {outbox} WHERE batch_id = ?"), (batch_id,))
 
     def attempt_failed(self, batch_id: str, error: str) -> None:
         self.db.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE batch_id = ?", (error, batch_id)
+            self._q("UPDATE {outbox} SET attempts = attempts + 1, last_error = ? WHERE batch_id = ?"), (error, batch_id)
         )
 
     def dead_letter(self, batch_id: str, body: bytes, status: int | None, reason: str) -> None:
         """Keep a batch the server refused as invalid, for a person to look at; it is not resent."""
         self.db.execute(
-            "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?)",
+            self._q("INSERT OR REPLACE INTO {dead_letters} VALUES (?, ?, ?, ?, ?)"),
             (batch_id, body, status, reason, time.time()),
         )
 
     def dead_letters(self) -> list[tuple[str, int | None, str]]:
-        return self.db.execute("SELECT batch_id, status, reason FROM dead_letters ORDER BY created_at").fetchall()
+        sql = self._q("SELECT batch_id, status, reason FROM {dead_letters} ORDER BY created_at")
+        return self.db.execute(sql).fetchall()
 
     # -- status -----------------------------------------------------------------------------
 
     def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        self.db.execute(self._q("INSERT OR REPLACE INTO {meta} VALUES (?, ?)"), (key, value))
 
     def meta(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        return dict(self.db.execute(self._q("SELECT key, value FROM {meta}")).fetchall())
 
     def file_count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM files").fetchone()[0]
+        return self.db.execute(self._q("SELECT count(*) FROM {files}")).fetchone()[0]

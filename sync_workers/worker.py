@@ -25,9 +25,10 @@ from sync_workers.sinks import ArchiveSink, HttpSink, MemorySink
 from sync_workers.sources.files import FileSource, ScanStats, TrackedFile
 from sync_workers.state import State
 
-__all__ = ["CheckReport", "FileWorker", "make_sink"]
+__all__ = ["CheckReport", "FileWorker", "make_sink", "state_location"]
 
 ONCE_ATTEMPTS = 8
+ARCHIVE_BATCH_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -52,6 +53,17 @@ class CheckReport:
         return line
 
 
+def state_location(worker: str, config: Config) -> tuple[Path, str]:
+    """Where a worker's state lives, as (file, table prefix).
+
+    With the local archive it lives in the archive's own file, so a batch's rows and the cursors
+    they advance commit in one transaction; with a server, in a file of its own beside the outbox.
+    """
+    if config.server.base_url:
+        return config.state_dir / f"{worker}.db", ""
+    return config.state_dir / "archive.db", f"{worker}_"
+
+
 def make_sink(config: Config) -> Any:
     """HTTP when ``server.base_url`` is set, else the local archive under the state dir."""
     if config.server.base_url:
@@ -69,6 +81,7 @@ class FileWorker:
         dry_run: Callable[[bytes], None] | None = None,
         sink: Any = None,
         state_path: str | Path | None = None,
+        namespace: str = "",
         files: Iterable[TrackedFile] | None = None,
     ) -> None:
         self.source = source
@@ -78,7 +91,8 @@ class FileWorker:
         self.once = once
         self.dry_run = dry_run
         self.sink = sink
-        self.state_path = state_path or config.state_dir / f"{self.name}.db"
+        self.state_path = state_path
+        self.namespace = namespace
         self.files = files  # fixed files instead of discovery (``sync-workers parse``)
         self.changed = threading.Event()
         self.stopping = threading.Event()
@@ -87,9 +101,13 @@ class FileWorker:
         self.observer: Any = None
 
     def start(self, watch: bool = False) -> None:
-        self.state = State(self.state_path)
         if self.sink is None:
             self.sink = MemorySink(lambda body: None) if self.dry_run else make_sink(self.config)
+        if self.state_path is None:
+            self.state_path, namespace = state_location(self.name, self.config)
+            self.state = State(self.state_path, namespace)
+        else:
+            self.state = State(self.state_path, self.namespace)
         if watch:
             self._watch()
         self.log.info("worker.started", destination=self.sink.description, state=str(self.state_path))
@@ -122,7 +140,10 @@ class FileWorker:
         )
         report.totals = delivery.totals
         delivery.drain(wait=True)
-        batcher = Batcher(self.name, self.source_type, config.batch_size, config.max_batch_bytes)
+        batch_size, batch_bytes = config.batch_size, config.max_batch_bytes
+        if isinstance(self.sink, ArchiveSink):  # request limits do not apply: fewer, larger commits
+            batch_size, batch_bytes = max(batch_size, 10_000), max(batch_bytes, ARCHIVE_BATCH_BYTES)
+        batcher = Batcher(self.name, self.source_type, batch_size, batch_bytes)
         cursors = state.cursors()
         files = list(self.files if self.files is not None else self.source.discover())
         for delta in self.source.scan(files, cursors, state.acked_digests, report.stats):

@@ -10,23 +10,40 @@ from __future__ import annotations
 from pathlib import Path
 
 from sync_workers.batching import Batch
+from sync_workers.state import State
 from sync_workers.store import ArchiveStore, UpsertCounts
 
 __all__ = ["ArchiveSink"]
 
 
 class ArchiveSink:
+    """Commits each batch and the state it carries in one transaction of the archive file.
+
+    The worker's state lives in the archive's file (tables prefixed with the worker name, see
+    ``State(namespace=...)``), so rows and cursors become durable together or not at all: no
+    outbox is needed, and exactly-once holds even where a power cut rolls back the last
+    transactions. This is also the fastest path: one WAL commit per batch, no fsync per commit.
+    """
+
     kind = "store"
 
     def __init__(self, path: str | Path) -> None:
         self.store = ArchiveStore(path)
+        self.path = self.store.path
 
     @property
     def description(self) -> str:
-        return f"archive {self.store.path}"
+        return f"archive {self.path}"
 
-    def store_batch(self, batch: Batch) -> UpsertCounts:
-        return self.store.upsert(batch.source_type, batch.conversations)
+    def store_batch(self, batch: Batch, state: State) -> UpsertCounts:
+        if state.path != self.path:  # a state elsewhere: archive first, then the state (resend-safe)
+            counts = self.store.upsert(batch.source_type, batch.conversations)
+            state.commit(batch.advance)
+            return counts
+        with state.transaction() as db:
+            counts = self.store.upsert_in(db, batch.source_type, batch.conversations)
+            state.apply(db, batch.advance)
+        return counts
 
     def close(self) -> None:
         self.store.close()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import orjson
 
 from sync_workers.batching import Batch
+from sync_workers.state import State
 from sync_workers.store import UpsertCounts
 
 __all__ = ["MemorySink"]
@@ -20,12 +21,13 @@ class MemorySink:
         self.batches: list[dict] = []
         self.on_batch = on_batch
 
-    def store_batch(self, batch: Batch) -> UpsertCounts:
+    def store_batch(self, batch: Batch, state: State) -> UpsertCounts:
         body = orjson.loads(batch.body())
         if self.on_batch is not None:
             self.on_batch(body)
         else:
             self.batches.append(body)
+        state.commit(batch.advance)
         return UpsertCounts(
             inserted_conversations=len(batch.conversations), inserted_messages=batch.messages
         )
