@@ -22,15 +22,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from parsers.base import Chunk, Parsed, complete_lines, decode_line
 from parsers.claude_code_blocks import (
+    Raw,
     convert_blocks,
+    first_byte,
     is_injected_text,
+    join_texts,
+    text_of,
     usage_difference,
     usage_snapshot,
+    value,
 )
 from parsers.errors import ParseIssue
-from parsers.schema import Conversation, Message, normalize_timestamp, text_block
+from parsers.schema import Conversation, Message, encode, normalize_timestamp, text_block
 
 __all__ = ["parse_chunk", "subagent_conversation_id"]
 
@@ -43,6 +50,13 @@ _MESSAGE_MAPPED = frozenset({"role", "content", "id", "model", "usage", "type"})
 _TITLE_FIELDS = {"summary": ("summary", 1), "ai-title": ("aiTitle", 2), "custom-title": ("customTitle", 3)}
 _FINISHED = frozenset({"end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"})
 _SYNTHETIC = "<synthetic>"
+# The small envelope fields decoded on every line; every other value stays undecoded (Raw).
+_SMALL = ("type", "uuid", "parentUuid", "logicalParentUuid", "sessionId", "timestamp", "cwd", "gitBranch",
+          "version", "isSidechain", "isMeta", "isCompactSummary", "agentId", "requestId",
+          "summary", "aiTitle", "customTitle")
+_RECORD = msgspec.json.Decoder(dict[str, Raw])
+_NULL = Raw(b"null")
+_EMPTY = Raw(b'""')
 _TITLE_LENGTH = 120
 
 
@@ -87,6 +101,8 @@ class _Run:
         self.group: _Group | None = None
         self.checkpoint: tuple[int, dict[str, Any]] | None = None
         self.position = chunk.offset
+        self.raw: dict[str, Raw] = {}
+        """The line being parsed, values undecoded; ``record`` arguments hold its small fields."""
 
     # -- the pass ---------------------------------------------------------------------------
 
@@ -100,14 +116,15 @@ class _Run:
             if not raw.strip():
                 continue
             try:
-                record = decode_line(raw)
+                fields = _decode(raw)
             except ValueError as exc:
                 self.issues.append(ParseIssue(self.chunk.path, self.line, f"corrupt JSON line: {exc}"))
                 continue
-            if not isinstance(record, dict):
+            if fields is None:
                 self.issues.append(ParseIssue(self.chunk.path, self.line, "line is not a JSON object"))
                 continue
-            self.record(record, start)
+            self.raw = fields
+            self.record({k: value(fields[k]) for k in _SMALL if k in fields}, start)
         consumed, state = end, None
         open_group = self.group
         if (open_group is not None and self.chunk.at_end and self.checkpoint
@@ -190,7 +207,7 @@ class _Run:
     # -- messages ---------------------------------------------------------------------------
 
     def user(self, record: dict[str, Any], conversation: Conversation) -> Message:
-        body = record.get("message") or {}
+        body = self.body()
         blocks, texts, unknown = convert_blocks(body.get("content"))
         kinds = {b["type"] for b in blocks}
         if record.get("isCompactSummary"):
@@ -204,15 +221,15 @@ class _Run:
         if hidden:
             message.visibility = "hidden"
         elif role == "user" and self.title_rank < 0 and texts and conversation.id == self.main_id:
-            first = texts[0].strip()
+            first = text_of(texts[0]).strip()
             if first and not first.startswith("<"):
                 self.title_rank = 0
                 conversation.title = first.splitlines()[0][:_TITLE_LENGTH]
         return message
 
     def assistant(self, record: dict[str, Any], conversation: Conversation, start: int) -> None:
-        body = record.get("message") or {}
-        response_id = body.get("id")
+        body = self.body()
+        response_id = value(body.get("id"))
         key = f"{response_id}|{record.get('requestId')}" if response_id else None
         group = self.group
         blocks, texts, unknown = convert_blocks(body.get("content"))
@@ -220,7 +237,7 @@ class _Run:
             merged = group.message
             merged.content.extend(blocks)
             if texts:
-                merged.text = "\n".join(filter(None, (merged.text, *texts)))
+                merged.text = "\n".join(filter(None, map(text_of, (merged.text, *texts))))
             if unknown:
                 merged.metadata.setdefault("unknown_blocks", []).extend(unknown)
             merged.metadata.setdefault("uuids", [merged.id]).append(record.get("uuid"))
@@ -234,11 +251,12 @@ class _Run:
             group = self.group = _Group(key, message, conversation)
             if message.model and message.model != _SYNTHETIC:
                 conversation.model = message.model
-        if body.get("stop_reason") is not None:
-            group.stop_reason = body["stop_reason"]
-            group.message.metadata["stop_reason"] = body["stop_reason"]
-        if body.get("model") != _SYNTHETIC:  # locally generated: nothing was billed
-            snapshot, extra = usage_snapshot(body.get("usage"))
+        stop_reason = value(body.get("stop_reason"))
+        if stop_reason is not None:
+            group.stop_reason = stop_reason
+            group.message.metadata["stop_reason"] = stop_reason
+        if value(body.get("model")) != _SYNTHETIC:  # locally generated: nothing was billed
+            snapshot, extra = usage_snapshot(value(body.get("usage")))
             if snapshot is not None:
                 previous = group.snapshot or {}
                 group.snapshot = {k: max(v, previous.get(k, 0)) for k, v in snapshot.items()}
@@ -259,8 +277,9 @@ class _Run:
 
     def harness(self, record: dict[str, Any], kind: Any) -> Message:
         """System, attachment, progress, bookkeeping and unknown records: kept, hidden."""
-        text = record.get("content") if kind == "system" else None
-        blocks = [text_block(text)] if isinstance(text, str) and text else []
+        content = self.raw.get("content") if kind == "system" else None
+        text = content if content is not None and first_byte(content) == ord('"') and content != _EMPTY else None
+        blocks = [text_block(text)] if text is not None else []
         message = Message(
             id=record.get("uuid") or f"{kind}@{self.position}",
             role="system",
@@ -269,9 +288,9 @@ class _Run:
             parent_id=self.parent(record.get("parentUuid") or record.get("logicalParentUuid")),
             created_at=normalize_timestamp(record.get("timestamp")),
             visibility="hidden",
-            metadata={"record_type": kind, **_extras(record)},
+            metadata={"record_type": kind, **self.extras()},
         )
-        if kind == "system" and isinstance(record.get("content"), str):
+        if text is not None:
             message.metadata.pop("content", None)
         return message
 
@@ -284,8 +303,8 @@ class _Run:
         unknown: list[dict[str, Any]],
         body: dict[str, Any],
     ) -> Message:
-        metadata = _extras(record)
-        extra = {k: v for k, v in body.items() if k not in _MESSAGE_MAPPED and v is not None}
+        metadata = self.extras()
+        extra = {k: v for k, v in body.items() if k not in _MESSAGE_MAPPED and v != _NULL}
         if extra:
             metadata["message"] = extra
         if unknown:
@@ -298,12 +317,23 @@ class _Run:
             id=uuid,
             role=role,
             content=blocks,
-            text="\n".join(texts),
+            text=join_texts(texts) if texts else "",
             parent_id=self.parent(record.get("parentUuid")),
             created_at=normalize_timestamp(record.get("timestamp")),
-            model=body.get("model"),
+            model=value(body.get("model")),
             metadata=metadata,
         )
+
+    def body(self) -> dict[str, Raw]:
+        """The line's ``message`` object, its values undecoded."""
+        raw = self.raw.get("message")
+        if raw is None or first_byte(raw) != ord("{"):
+            return {}
+        return _RECORD.decode(raw)
+
+    def extras(self) -> dict[str, Raw]:
+        """Every top-level field with no schema field of its own, as the source wrote it."""
+        return {k: v for k, v in self.raw.items() if k not in _MAPPED}
 
     def alias_fragment(self, record: dict[str, Any], message_id: str) -> None:
         uuid = record.get("uuid")
@@ -317,8 +347,20 @@ class _Run:
         return self.alias.get(uuid, uuid) if isinstance(uuid, str) else None
 
 
-def _extras(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in _MAPPED}
+def _decode(line: bytes) -> dict[str, Raw] | None:
+    """A line as {key: undecoded value}; None when it is JSON but not an object.
+
+    msgspec does not validate the UTF-8 of values it leaves undecoded, so a line that is not
+    plain ASCII is checked first; invalid UTF-8 or lone surrogates take the lenient path
+    (``decode_line``), whose repaired result is encoded again so the rest sees one shape.
+    """
+    try:
+        if not line.isascii():
+            line.decode()
+        return _RECORD.decode(line)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        record = decode_line(line)
+        return _RECORD.decode(encode(record)) if isinstance(record, dict) else None
 
 
 def _stem(path: str) -> str:

@@ -2,13 +2,17 @@
 
 Kept apart from the record logic in ``claude_code.py`` so each file does one job: this one
 knows the Anthropic Messages API shapes, that one knows the transcript file.
+
+Speed: blocks arrive as ``dict[str, msgspec.Raw]`` (keys decoded, values not). Only the small
+values that decide something (type, ids, names) are decoded; texts, tool inputs and tool outputs
+stay ``Raw`` and go into the output as the source wrote them (``parsers.schema.encode``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
+import msgspec
 
 from parsers.schema import (
     Block,
@@ -21,7 +25,13 @@ from parsers.schema import (
     tool_result_block,
 )
 
+Raw = msgspec.Raw
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+EMPTY = Raw(b'""')
+
+_ANY = msgspec.json.Decoder()
+_BLOCKS = msgspec.json.Decoder(list[dict[str, Raw]])
+_FIELDS = msgspec.json.Decoder(dict[str, Raw])
 
 # User text that Claude Code injects rather than the user typing it (format notes §7.3).
 _HIDDEN_PREFIXES = (
@@ -33,76 +43,105 @@ _HIDDEN_PREFIXES = (
 )
 
 
-def convert_blocks(content: Any) -> tuple[list[Block], list[str], list[dict[str, Any]]]:
+_QUOTE, _BRACKET, _NULL = ord('"'), ord("["), ord("n")
+
+
+def first_byte(raw: Raw) -> int:
+    """The first byte of a JSON value, which tells its type without decoding it."""
+    return memoryview(raw)[0]
+
+
+def value(raw: Raw | None, default: Any = None) -> Any:
+    """Decode one small value; ``default`` when absent."""
+    return default if raw is None else _ANY.decode(raw)
+
+
+def text_of(text: str | Raw) -> str:
+    return text if isinstance(text, str) else _ANY.decode(text)
+
+
+def join_texts(texts: list[str | Raw]) -> str | Raw:
+    """A message's ``text``: a lone text block's bytes are reused as they are."""
+    if len(texts) == 1:
+        return texts[0]
+    return "\n".join(text_of(t) for t in texts)
+
+
+def convert_blocks(content: Raw | None) -> tuple[list[Block], list[str | Raw], list[Any]]:
     """Return (blocks, texts of the text blocks, blocks the schema does not know).
 
     A string content is one text block; an empty string is no block at all.
     """
-    if isinstance(content, str):
-        return ([text_block(content)], [content], []) if content else ([], [], [])
+    if content is None:
+        return [], [], []
+    head = first_byte(content)
+    if head == _QUOTE:
+        text = _ANY.decode(content)
+        return ([text_block(text)], [text], []) if text else ([], [], [])
+    if head != _BRACKET:
+        return [], [], [{"content": content}] if head != _NULL else []
     blocks: list[Block] = []
-    texts: list[str] = []
-    unknown: list[dict[str, Any]] = []
-    if not isinstance(content, list):
-        if content is not None:
-            unknown.append({"content": content})
-        return blocks, texts, unknown
-    for index, raw in enumerate(content):
-        kind = raw.get("type") if isinstance(raw, dict) else None
+    texts: list[str | Raw] = []
+    unknown: list[Any] = []
+    for index, raw in enumerate(_BLOCKS.decode(content)):
+        kind = value(raw.get("type"))
         if kind == "text":
-            text = raw.get("text") or ""
+            text = raw.get("text") or EMPTY
             blocks.append(text_block(text))
             texts.append(text)
         elif kind == "tool_use":
-            blocks.append(tool_call_block(raw.get("id"), raw.get("name") or "tool_use", raw.get("input")))
+            blocks.append(tool_call_block(value(raw.get("id")), value(raw.get("name")) or "tool_use",
+                                          raw.get("input")))
         elif kind == "tool_result":
-            output, images = flatten_tool_output(raw.get("content"))
-            blocks.append(tool_result_block(raw.get("tool_use_id"), output, bool(raw.get("is_error"))))
+            output, images = tool_output(raw.get("content"))
+            blocks.append(tool_result_block(value(raw.get("tool_use_id")), output,
+                                            bool(value(raw.get("is_error")))))
             blocks.extend(images)
         elif kind == "thinking":
             # The signature is an opaque integrity token for the API, not part of the turn.
-            blocks.append(thinking_block(raw.get("thinking") or ""))
+            blocks.append(thinking_block(raw.get("thinking") or EMPTY))
         elif kind == "image":
-            blocks.append(_image(raw))
+            blocks.append(_image(_FIELDS.decode(raw["source"]) if "source" in raw else {}))
         elif kind == "document":
-            source = raw.get("source") or {}
+            source = value(raw.get("source")) or {}
             data = source.get("data") if source.get("type") == "text" else None
-            blocks.append(attachment_block(raw.get("title"), source.get("media_type"), None, data))
+            blocks.append(attachment_block(value(raw.get("title")), source.get("media_type"), None, data))
         else:
             unknown.append({"index": index, "block": raw})
     return blocks, texts, unknown
 
 
-def _image(raw: dict[str, Any]) -> Block:
-    source = raw.get("source") or {}
-    if source.get("type") == "url":
-        return image_block(source.get("media_type"), None, source.get("url"))
-    return image_block(source.get("media_type"), source.get("data"))
+def _image(source: dict[str, Raw]) -> Block:
+    if value(source.get("type")) == "url":
+        return image_block(value(source.get("media_type")), None, value(source.get("url")))
+    return image_block(value(source.get("media_type")), source.get("data"))
 
 
-def flatten_tool_output(content: Any) -> tuple[str, list[Block]]:
+def tool_output(content: Raw | None) -> tuple[str | Raw, list[Block]]:
     """A tool_result's content as text, plus the images it carried as their own blocks."""
     if content is None:
         return "", []
-    if isinstance(content, str):
-        return content, []
-    if not isinstance(content, list):
-        return orjson.dumps(content).decode(), []
+    head = first_byte(content)
+    if head == _QUOTE:
+        return content, []  # already a JSON string: passed through
+    if head != _BRACKET:
+        return ("" if head == _NULL else bytes(content).decode()), []
     texts: list[str] = []
     images: list[Block] = []
-    for item in content:
-        if isinstance(item, dict) and item.get("type") == "text":
-            texts.append(item.get("text") or "")
-        elif isinstance(item, dict) and item.get("type") == "image":
-            images.append(_image(item))
+    for item in _BLOCKS.decode(content):
+        kind = value(item.get("type"))
+        if kind == "text":
+            texts.append(value(item.get("text"), ""))
+        elif kind == "image":
+            images.append(_image(_FIELDS.decode(item["source"]) if "source" in item else {}))
         else:
-            texts.append(orjson.dumps(item).decode())
+            texts.append(msgspec.json.encode(item).decode())
     return "\n".join(texts), images
 
 
-def is_injected_text(texts: list[str]) -> bool:
+def is_injected_text(texts: list[str | Raw]) -> bool:
     """True when the only text of a user line is harness-injected context."""
-    return bool(texts) and all(t.lstrip().startswith(_HIDDEN_PREFIXES) for t in texts)
+    return bool(texts) and all(text_of(t).lstrip().startswith(_HIDDEN_PREFIXES) for t in texts)
 
 
 def usage_snapshot(raw: Any) -> tuple[Usage | None, dict[str, Any] | None]:
@@ -123,8 +162,8 @@ def usage_difference(snapshot: Usage, counted: Usage | None) -> tuple[Usage, boo
         return dict(snapshot), False
     result: Usage = {}
     clamped = False
-    for key, value in snapshot.items():
-        diff = value - counted.get(key, 0)
+    for key, amount in snapshot.items():
+        diff = amount - counted.get(key, 0)
         if diff < 0:
             diff, clamped = 0, True
         result[key] = diff

@@ -1,8 +1,8 @@
 """The standard schema every parser produces and every sink stores.
 
 It mirrors ``shared/contract/batch.schema.json`` (schema version 1). The classes are slotted
-dataclasses because orjson serialises those natively and fast: a batch is encoded in one call,
-with no per-message ``to_dict``. Content blocks and usage stay plain dicts (the schema's block
+dataclasses, which msgspec encodes natively and fast (:func:`encode`): no per-message
+``to_dict``. Content blocks and usage stay plain dicts (the schema's block
 is a tagged union; the helpers below build each shape so the keys are spelled once).
 """
 
@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import msgspec
 
 __all__ = [
     "ROLES",
@@ -24,6 +26,7 @@ __all__ = [
     "Project",
     "Usage",
     "attachment_block",
+    "encode",
     "image_block",
     "normalize_timestamp",
     "text_block",
@@ -105,6 +108,20 @@ def attachment_block(
     name: str | None, media_type: str | None = None, size: int | None = None, text: str | None = None
 ) -> Block:
     return {"type": "attachment", "name": name, "media_type": media_type, "size": size, "text": text}
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode(value: Any) -> bytes:
+    """JSON of schema objects (dataclasses, dicts, lists, str, numbers, ``msgspec.Raw``).
+
+    Parsers may leave a big value they did not need to look at (a tool's output, a file's
+    content) as ``msgspec.Raw``: the JSON bytes as the source wrote them. ``encode`` copies such
+    a value into the output as is, so it is neither decoded nor re-encoded. Wherever a field
+    below is typed ``str`` or ``Any`` it may hold a ``Raw`` of that type's JSON.
+    """
+    return _ENCODER.encode(value)
 
 
 _RFC3339_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")

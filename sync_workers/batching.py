@@ -1,6 +1,7 @@
 """Pack conversation deltas into batches under ``batch_size`` conversations and ``max_batch_bytes``.
 
-Each message is encoded to JSON exactly once, here. The local archive stores those bytes as
+Each message is encoded to JSON exactly once, here (``parsers.schema.encode``, which copies
+values a parser left undecoded as they are). The local archive stores those bytes as
 they are, and an HTTP body is the same bytes joined, so nothing is encoded twice. A
 conversation larger than a batch is split over several batches, each carrying its fields and
 some of its messages; a single message larger than a batch travels alone.
@@ -12,9 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from parsers.schema import SCHEMA_VERSION, Conversation, Message
+from parsers.schema import SCHEMA_VERSION, Conversation, Message, encode
 from sync_workers.state import Advance
 from sync_workers.store import ConversationRecord, MessageRecord
 
@@ -53,8 +52,8 @@ def encode_body(
     parts = []
     for conv in conversations:
         fields = {"id": conv.id, **{k: v for k, v in conv.fields.items() if v is not None}}
-        parts.append(orjson.dumps(fields)[:-1] + b',"messages":[' + b",".join(m.body for m in conv.messages) + b"]}")
-    return orjson.dumps(head)[:-1] + b',"conversations":[' + b",".join(parts) + b"]}"
+        parts.append(encode(fields)[:-1] + b',"messages":[' + b",".join(m.body for m in conv.messages) + b"]}")
+    return encode(head)[:-1] + b',"conversations":[' + b",".join(parts) + b"]}"
 
 
 class Batcher:
@@ -76,7 +75,7 @@ class Batcher:
         fields = {name: getattr(conversation, name) for name in _FIELDS}
         if not fields["metadata"]:
             fields["metadata"] = None
-        header_size = len(orjson.dumps(fields)) + len(conversation.id) + 32
+        header_size = len(encode(fields)) + len(conversation.id) + 32
         record = self._open(conversation.id, fields, header_size, done)
         for message in conversation.messages:
             encoded = encode_message(message)
@@ -124,4 +123,4 @@ class Batcher:
 
 
 def encode_message(message: Message) -> MessageRecord:
-    return MessageRecord(message.id, message.role, message.created_at, message.visibility, orjson.dumps(message))
+    return MessageRecord(message.id, message.role, message.created_at, message.visibility, encode(message))

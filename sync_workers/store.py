@@ -16,16 +16,18 @@ take turns (``busy_timeout``).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["ArchiveStore", "ConversationRecord", "MessageRecord", "UpsertCounts", "connect"]
+__all__ = ["ArchiveStore", "Checkpointer", "ConversationRecord", "MessageRecord", "UpsertCounts", "connect"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -109,6 +111,47 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         db.execute("PRAGMA wal_autocheckpoint=256")
     db.execute("PRAGMA busy_timeout=30000")
     return db
+
+
+class Checkpointer:
+    """Copies a database's WAL back into it on a thread of its own.
+
+    A checkpoint is where SQLite syncs to disk, and during a backfill it is most of SQLite's time.
+    Run as one ``PRAGMA wal_checkpoint`` call, it holds no Python lock while the disk works, so
+    the writer (with its own automatic checkpoints turned off) goes on parsing meanwhile. One stop
+    event, no other shutdown path; ``close`` runs a last checkpoint.
+    """
+
+    def __init__(self, path: str | Path, every_bytes: int = 32 * 1024 * 1024) -> None:
+        self.wal = Path(f"{path}-wal")
+        self.every = every_bytes
+        self.db = connect(path)
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"checkpoint-{Path(path).name}")
+        self.thread.start()
+
+    def poke(self) -> None:
+        """A transaction committed: checkpoint if the WAL has grown enough."""
+        self.wake.set()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.wake.wait()
+            self.wake.clear()
+            try:
+                if os.path.getsize(self.wal) >= self.every:
+                    self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except (OSError, sqlite3.Error):
+                pass  # nothing to copy yet, or busy: the next commit pokes again
+
+    def close(self) -> None:
+        self.stop.set()
+        self.wake.set()
+        self.thread.join()
+        with suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.db.close()
 
 
 class ArchiveStore:

@@ -10,6 +10,8 @@ from typing import Any
 import jsonschema
 import orjson
 
+from parsers.schema import encode
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 SAMPLES = SHARED / "samples"
@@ -29,13 +31,14 @@ def validate_batch(body: dict[str, Any]) -> None:
 
 def as_batch(source_type: str, conversations: Iterable[Any]) -> dict[str, Any]:
     """Wrap parser output in a batch body, as plain JSON data, to validate it."""
-    convs = orjson.loads(orjson.dumps(list(conversations)))
+    convs = orjson.loads(encode(list(conversations)))
     return {"schema_version": 1, "batch_id": "test-batch-0001", "source_type": source_type,
             "conversations": convs}
 
 
 def jsonable(value: Any) -> Any:
-    return orjson.loads(orjson.dumps(value))
+    """Plain JSON data of schema objects, encoded the way batches are (``Raw`` values included)."""
+    return orjson.loads(encode(value))
 
 
 def check_golden(actual: Any, expected_path: Path, update: bool) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sync_workers.batching import Batch
 from sync_workers.state import State
-from sync_workers.store import ArchiveStore, UpsertCounts
+from sync_workers.store import ArchiveStore, Checkpointer, UpsertCounts
 
 __all__ = ["ArchiveSink"]
 
@@ -30,6 +30,7 @@ class ArchiveSink:
     def __init__(self, path: str | Path) -> None:
         self.store = ArchiveStore(path)
         self.path = self.store.path
+        self.checkpointer = Checkpointer(self.path)
 
     @property
     def description(self) -> str:
@@ -40,10 +41,13 @@ class ArchiveSink:
             counts = self.store.upsert(batch.source_type, batch.conversations)
             state.commit(batch.advance)
             return counts
+        state.db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job, off this thread
         with state.transaction() as db:
             counts = self.store.upsert_in(db, batch.source_type, batch.conversations)
             state.apply(db, batch.advance)
+        self.checkpointer.poke()
         return counts
 
     def close(self) -> None:
+        self.checkpointer.close()
         self.store.close()

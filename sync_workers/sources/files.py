@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import orjson
-
 from parsers.base import Chunk, ChunkParser, DocumentParser
 from parsers.errors import ParseError, ParseIssue
-from parsers.schema import Conversation
+from parsers.schema import Conversation, encode
 from sync_workers.state import Advance, FileCursor
 
 __all__ = ["Delta", "FileSource", "ScanStats", "TrackedFile", "scan"]
@@ -226,7 +224,7 @@ def _read_document(
 
 
 def _digest(value: Any) -> str:
-    return hashlib.md5(orjson.dumps(value), usedforsecurity=False).hexdigest()
+    return hashlib.md5(encode(value), usedforsecurity=False).hexdigest()
 
 
 def _fields(cursor: FileCursor) -> dict[str, Any]:
