@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from croniter import croniter
 
 from sync_workers.errors import ConfigError
 
@@ -123,11 +122,17 @@ def load(
         sections[name] = _section(where, name, value, _SECTIONS[name])
     sources = _sources(where, raw.get("sources"), source_options)
     config = Config(**sections, sources=sources, path=where)
-    if config.worker.schedule and not croniter.is_valid(config.worker.schedule):
+    if config.worker.schedule and not _valid_cron(config.worker.schedule):
         raise ConfigError(f"{where}: worker.schedule: not a cron expression: {config.worker.schedule!r}")
     if config.server.base_url and not config.server.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: server.base_url: must start with http:// or https://")
     return config
+
+
+def _valid_cron(expression: str) -> bool:
+    from croniter import croniter  # only configs with a schedule need it
+
+    return bool(croniter.is_valid(expression))
 
 
 def _section(where: str, name: str, value: Any, cls: type) -> Any:

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_never
-from tenacity.wait import wait_exponential_jitter
 
 from sync_workers.batching import Batch
 from sync_workers.errors import Retryable, SyncError
@@ -71,7 +69,7 @@ class Delivery:
         self.max_outbox_bytes = max_outbox_bytes
         self.worker_info = worker_info
         self.dry_run = dry_run
-        self.backoff = wait_exponential_jitter(initial=backoff_initial, max=60.0)
+        self.backoff_initial = backoff_initial
         self.totals = Totals()
 
     def submit(self, batch: Batch) -> None:
@@ -144,9 +142,13 @@ class Delivery:
     def _post(self, batch_id: str, body: bytes, wait: bool) -> UpsertCounts:
         if not wait:
             return self.sink.post(batch_id, body)
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_never
+        from tenacity.wait import wait_exponential_jitter
+
+        backoff = wait_exponential_jitter(initial=self.backoff_initial, max=60.0)
         retrying = Retrying(
             retry=retry_if_exception_type(Retryable),
-            wait=self._wait,
+            wait=lambda retry_state: self._wait(retry_state, backoff),
             stop=stop_after_attempt(self.max_attempts) if self.max_attempts else stop_never,
             sleep=self._sleep,
             before_sleep=lambda rs: self.log.warning(
@@ -156,11 +158,13 @@ class Delivery:
         )
         return retrying(self.sink.post, batch_id, body)
 
-    def _wait(self, retry_state: RetryCallState) -> float:
+    @staticmethod
+    def _wait(retry_state: Any, backoff: Callable[[Any], float]) -> float:
+        """``Retry-After`` when the server gave one, else exponential backoff with jitter."""
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(exc, Retryable) and exc.retry_after is not None:
             return min(exc.retry_after, _MAX_RETRY_WAIT)
-        return self.backoff(retry_state)
+        return backoff(retry_state)
 
     def _sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):

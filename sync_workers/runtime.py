@@ -16,8 +16,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from croniter import croniter
-
 from sync_workers.delivery import Stopped
 from sync_workers.errors import Fatal, Retryable
 from sync_workers.protocol import Worker
@@ -37,6 +35,8 @@ class Schedule:
 
     def next_after(self, now: float) -> float:
         if self.cron:
+            from croniter import croniter
+
             return float(croniter(self.cron, now).get_next(float))
         return now + self.interval
 

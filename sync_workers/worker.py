@@ -21,7 +21,8 @@ from sync_workers.batching import Batcher
 from sync_workers.config import Config
 from sync_workers.delivery import Delivery, Totals
 from sync_workers.logs import get_logger
-from sync_workers.sinks import ArchiveSink, HttpSink, MemorySink
+from sync_workers.sinks.archive import ArchiveSink
+from sync_workers.sinks.memory import MemorySink
 from sync_workers.sources.files import FileSource, ScanStats, TrackedFile
 from sync_workers.state import State
 
@@ -67,6 +68,8 @@ def state_location(worker: str, config: Config) -> tuple[Path, str]:
 def make_sink(config: Config) -> Any:
     """HTTP when ``server.base_url`` is set, else the local archive under the state dir."""
     if config.server.base_url:
+        from sync_workers.sinks.http import HttpSink
+
         return HttpSink(config.server.base_url, config.token, config.server.timeout)
     return ArchiveSink(config.state_dir / "archive.db")
 

@@ -11,13 +11,16 @@ import enum
 import gzip
 import time
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from sync_workers import __version__
 from sync_workers.errors import Fatal, Retryable, SyncError
 from sync_workers.store import UpsertCounts
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ENDPOINT", "HttpSink", "Outcome", "Rejected", "TooLarge", "classify", "compress"]
 
@@ -97,6 +100,9 @@ class HttpSink:
         }
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        import httpx  # only a worker that talks to a server pays for importing it
+
+        self.transport_error: type[Exception] = httpx.TransportError
         self.client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
 
     @property
@@ -107,7 +113,7 @@ class HttpSink:
         """Send one batch; return the receiver's counts or raise what :func:`classify` says."""
         try:
             response = self.client.post(self.url, content=gzipped_body, headers={"Idempotency-Key": batch_id})
-        except httpx.TransportError as exc:  # connect errors, timeouts, broken connections
+        except self.transport_error as exc:  # connect errors, timeouts, broken connections
             raise Retryable(f"{type(exc).__name__}: {exc}") from exc
         outcome = classify(response.status_code)
         if outcome is Outcome.ACK:
@@ -132,7 +138,7 @@ class HttpSink:
         self.client.close()
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: Any) -> str:
     text = response.text[:500]
     try:
         body = orjson.loads(text)
@@ -145,7 +151,7 @@ def _reason(response: httpx.Response) -> str:
     return text
 
 
-def _counts(response: httpx.Response) -> UpsertCounts:
+def _counts(response: Any) -> UpsertCounts:
     try:
         body = response.json()
     except ValueError:
