@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from sync_workers.store import connect
+from sync_workers.store import connect, transaction
 
 __all__ = ["Advance", "FileCursor", "OutboxItem", "State"]
 
@@ -118,15 +117,8 @@ class State:
     def _q(self, sql: str) -> str:
         return sql.format_map(self.names)
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.db)
 
     # -- cursors and digests ----------------------------------------------------------------
 

@@ -19,15 +19,18 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["ArchiveStore", "Checkpointer", "ConversationRecord", "MessageRecord", "UpsertCounts", "connect"]
+__all__ = [
+    "ArchiveStore", "Checkpointer", "ConversationRecord", "MessageRecord", "UpsertCounts", "connect", "transaction",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -105,12 +108,39 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=30000")
         db.execute("PRAGMA page_size=65536")
-        db.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(db)
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA wal_autocheckpoint=256")
+        return db
     db.execute("PRAGMA busy_timeout=30000")
     return db
+
+
+def _switch_to_wal(db: sqlite3.Connection, attempts: int = 200) -> None:
+    """``journal_mode=WAL``, retried: on a new file opened by several processes at once, SQLite
+    answers "database is locked" at once for this switch, without calling the busy handler."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.005 * (1 + attempt % 10))
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE: take the write lock up front so concurrent writers queue, not deadlock."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 class Checkpointer:
@@ -166,16 +196,8 @@ class ArchiveStore:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: take the write lock up front so concurrent writers queue, not deadlock."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.db)
 
     def upsert(self, source_type: str, conversations: Iterable[ConversationRecord]) -> UpsertCounts:
         """Store a batch in one transaction and count what was new."""
@@ -199,7 +221,7 @@ class ArchiveStore:
         db.executemany(
             "INSERT OR IGNORE INTO conversations (source_type, id, title, created_at, updated_at, model,"
             " project, metadata, parent_conversation_id, relation)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, coalesce(?, '{}'), ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, json_patch('{}', coalesce(?, '{}')), ?, ?)",
             conv_rows,
         )
         counts.inserted_conversations = db.total_changes - before

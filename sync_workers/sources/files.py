@@ -29,7 +29,7 @@ from parsers.errors import ParseError, ParseIssue
 from parsers.schema import Conversation, encode
 from sync_workers.state import Advance, FileCursor
 
-__all__ = ["Delta", "FileSource", "ScanStats", "TrackedFile", "scan"]
+__all__ = ["Delta", "FileSource", "ScanStats", "TrackedFile", "scan", "unsent"]
 
 HEAD_BYTES = 64 * 1024
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
@@ -206,21 +206,32 @@ def _read_document(
     stats.records += parsed.records
     stats.issues.extend(parsed.issues)
     advance = Advance([moved])
-    fresh = []
-    for conversation in parsed.conversations:
-        known = acked(conversation.id)
-        messages = []
-        for message in conversation.messages:
-            digest = _digest(message)
-            if known.get(message.id) != digest:
-                messages.append(message)
-                advance.acked.append((conversation.id, message.id, digest))
-        header = _digest({**{k: getattr(conversation, k) for k in conversation.__slots__}, "messages": None})
-        if messages or known.get("") != header:
-            advance.acked.append((conversation.id, "", header))  # "" holds the fields' digest
-            conversation.messages = messages
-            fresh.append(conversation)
+    fresh = [c for c in parsed.conversations if unsent(c, acked, advance) is not None]
     yield Delta(fresh, advance)
+
+
+def unsent(
+    conversation: Conversation, acked: Callable[[str], dict[str, str]], advance: Advance
+) -> Conversation | None:
+    """For sources that re-read whole documents: keep only what changed since it was acknowledged.
+
+    The conversation keeps the messages whose digest differs from the acknowledged one; it is
+    None when neither those nor its own fields (digest kept under message id "") changed. The
+    new digests go into ``advance``, to be saved once the conversation is durable.
+    """
+    known = acked(conversation.id)
+    messages = []
+    for message in conversation.messages:
+        digest = _digest(message)
+        if known.get(message.id) != digest:
+            messages.append(message)
+            advance.acked.append((conversation.id, message.id, digest))
+    header = _digest({**{k: getattr(conversation, k) for k in conversation.__slots__}, "messages": None})
+    if not messages and known.get("") == header:
+        return None
+    advance.acked.append((conversation.id, "", header))
+    conversation.messages = messages
+    return conversation
 
 
 def _digest(value: Any) -> str:
