@@ -28,7 +28,8 @@ What the caller may rely on:
 * Forks/subagents (``forked_from_id``, ``source.subagent.thread_spawn``) copy the parent's
   history into the new file. That prefix is sent as ``replayed`` without usage, its totals kept
   as the baseline. Boundary: ``hints["replay_until"]`` (byte offset, from a source that matched
-  the prefix against the parent file) when given; else the heuristic in ``_Run.replayed``.
+  the prefix against the parent file; the fork's own leading ``session_meta`` is never part of
+  the copy) when given; else the heuristic in ``_Run.replayed``.
 """
 
 from __future__ import annotations
@@ -236,7 +237,10 @@ class _Run(ItemConverter):
         s = self.s
         until = self.hints.get("replay_until")
         if isinstance(until, int) and not isinstance(until, bool):
-            inside = offset < until
+            # The file's own header (its id is the one in the file name) comes before the copy.
+            own = (kind == "session_meta" and not s["meta"]
+                   and payload.get("id") == conversation_id_from_path(self.path))
+            inside = offset < until and not own
         else:
             inside = self._heuristic(kind, payload, ms)
         if s["in_replay"] and not inside:

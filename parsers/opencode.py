@@ -123,14 +123,21 @@ def normalize_message(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def normalize_part(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A part as OpenCode's JSON object, from a storage file or a ``part`` row (see above)."""
+    """A part as OpenCode's JSON object, from a storage file or a ``part`` row (see above).
+
+    ``id`` comes first whatever the backend (a row's ``data`` lacks it, a file has it anywhere),
+    so the part entries in ``metadata`` serialise to the same bytes: the worker compares message
+    digests, and a session moving from the JSON tree into the database must not look changed.
+    """
     if "data" not in record or "message_id" not in record:
-        return dict(record)
-    data = _loads(record["data"])
-    if not isinstance(data, dict):
-        raise ValueError("part data is not a JSON object")
-    return {**data, "id": record.get("id"), "messageID": record["message_id"],
-            "sessionID": record.get("session_id")}
+        part = dict(record)
+    else:
+        data = _loads(record["data"])
+        if not isinstance(data, dict):
+            raise ValueError("part data is not a JSON object")
+        part = {**data, "id": record.get("id"), "messageID": record["message_id"],
+                "sessionID": record.get("session_id")}
+    return {"id": part.pop("id"), **part} if "id" in part else part
 
 
 def usage_from_tokens(tokens: Any, provider_id: str | None = None) -> Usage | None:

@@ -22,7 +22,7 @@ from sync_workers.logs import configure, get_logger
 from sync_workers.registry import SOURCES, source_class, source_options
 from sync_workers.runtime import Schedule, Supervisor, run_until_signal
 from sync_workers.state import State
-from sync_workers.worker import FileWorker
+from sync_workers.worker import FileWorker, state_location
 
 __all__ = ["claude_code_main", "main", "worker_main"]
 
@@ -82,9 +82,10 @@ def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, pr
         source = cls(options)
         if args.dry_run:
             # Read the cursors if there are any; never create or write state.
-            state_path = config.state_dir / f"{name}.db"
-            return _once(FileWorker(source, config, once=True, dry_run=dry_run,
-                                    state_path=state_path if state_path.exists() else ":memory:"))
+            state_path, namespace = state_location(name, config)
+            state_path = state_path if state_path.exists() else Path(":memory:")
+            return _once(FileWorker(source, config, once=True, dry_run=dry_run, state_path=state_path,
+                                    namespace=namespace))
         if args.once:
             return _once(FileWorker(source, config, once=True))
         supervisor = Supervisor([FileWorker(source, config)], _schedule(config), get_logger())
@@ -180,11 +181,11 @@ def _run(config: Config, once: bool) -> int:
 
 def _status(config: Config) -> int:
     for name in SOURCES:
-        path = config.state_dir / f"{name}.db"
+        path, namespace = state_location(name, config)
         if not path.exists():
             print(f"{name}: never run (no {path})")
             continue
-        state = State(path)
+        state = State(path, namespace)
         try:
             pending = state.pending()
             meta = state.meta()
@@ -199,6 +200,18 @@ def _status(config: Config) -> int:
 
 def claude_code_main(argv: Sequence[str] | None = None) -> int:
     return worker_main(argv, worker="claude_code", prog="claude-code-sync-worker")
+
+
+def codex_main(argv: Sequence[str] | None = None) -> int:
+    return worker_main(argv, worker="codex", prog="codex-sync-worker")
+
+
+def gemini_cli_main(argv: Sequence[str] | None = None) -> int:
+    return worker_main(argv, worker="gemini_cli", prog="gemini-cli-sync-worker")
+
+
+def opencode_main(argv: Sequence[str] | None = None) -> int:
+    return worker_main(argv, worker="opencode", prog="opencode-sync-worker")
 
 
 if __name__ == "__main__":

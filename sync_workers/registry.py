@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from sync_workers.sources.claude_code import ClaudeCodeSource
+from sync_workers.sources.codex import CodexSource
 from sync_workers.sources.files import FileSource
+from sync_workers.sources.gemini_cli import GeminiCliSource
+from sync_workers.sources.opencode import OpenCodeSource
 
 __all__ = ["SOURCES", "source_class", "source_options"]
 
 SOURCES: dict[str, type[FileSource]] = {
     ClaudeCodeSource.name: ClaudeCodeSource,
+    CodexSource.name: CodexSource,
+    GeminiCliSource.name: GeminiCliSource,
+    OpenCodeSource.name: OpenCodeSource,
 }
 
 

@@ -1,0 +1,237 @@
+"""Codex's folders: which rollouts to read, their titles, where a fork's copied history ends.
+
+Split out of ``sources.codex`` to keep the source small. The engine calls ``discover`` on every
+check, so everything here is cheap after the first time: a directory walk (names only), the
+thread names re-read only when ``session_index.jsonl`` changed, the first line of a rollout read
+once (its head never changes) and a fork's shared prefix computed once per parent size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+
+from parsers.codex import conversation_id_from_path
+from sync_workers.sources.files import TrackedFile
+from sync_workers.state import FileCursor
+
+__all__ = ["Layout", "default_sessions_dir", "follow_moves", "home_of", "session_roots", "shared_prefix"]
+
+FIRST_LINE_MAX = 4 * 1024 * 1024  # a session_meta with long base instructions stays far below this
+
+
+def default_sessions_dir() -> Path:
+    """``$CODEX_HOME/sessions``, else ``~/.codex/sessions`` (Codex does not follow XDG)."""
+    home = os.environ.get("CODEX_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".codex") / "sessions"
+
+
+def session_roots(sessions_dir: Path) -> list[Path]:
+    """The sessions folder and its sibling ``archived_sessions`` (where "archive" moves rollouts)."""
+    archived = sessions_dir.parent / "archived_sessions"
+    return [sessions_dir] if archived == sessions_dir else [sessions_dir, archived]
+
+
+def home_of(path: Path) -> Path | None:
+    """The Codex home above a rollout: the parent of its ``sessions``/``archived_sessions`` folder."""
+    for folder in path.parents:
+        if folder.name in ("sessions", "archived_sessions"):
+            return folder.parent
+    return None
+
+
+class Layout:
+    """Discovery with its in-memory caches; one per source instance."""
+
+    def __init__(self) -> None:
+        self._index: tuple[tuple[int, int, int], dict[str, str]] | None = None
+        self._heads: dict[str, tuple[int, tuple[str, int] | None]] = {}
+        self._replay: dict[str, tuple[int, int, int | None]] = {}
+        """Per fork: (its inode, the parent's size, replay_until) when last measured."""
+        self._known: dict[str, Path] = {}
+        self._thread: dict[str, str] = {}
+
+    def discover(self, sessions_dir: Path) -> list[TrackedFile]:
+        """Rollouts under the sessions folder, then the archived ones not also active."""
+        found: list[tuple[str, str, int]] = []  # (path, name, inode): strings sort and hash fast
+        names: set[str] = set()
+        for root in session_roots(sessions_dir):
+            entries = sorted(_walk(str(root))) if root.is_dir() else []
+            found.extend(e for e in entries if e[1] not in names)
+            names.update(e[1] for e in entries)  # the active copy wins over an archived one
+        known, thread = self._known, self._thread
+        paths = {path: known.get(path) or Path(path) for path, _, _ in found}
+        thread = {name: thread.get(name) or conversation_id_from_path(name) for _, name, _ in found}
+        self._known, self._thread = paths, thread  # kept for the next call: Path() is the main cost
+        ids = {thread[name]: paths[path] for path, name, _ in found if name.endswith(".jsonl")}
+        titles = self.titles(sessions_dir.parent / "session_index.jsonl")
+        tracked = [self.tracked(paths[path], ino, ids, titles, thread[name]) for path, name, ino in found]
+        seen = {path for path, _, _ in found}
+        if not seen.issuperset(self._heads):  # forget files that are gone
+            self._heads = {k: v for k, v in self._heads.items() if k in seen}
+            self._replay = {k: v for k, v in self._replay.items() if k in seen}
+        return tracked
+
+    def tracked(self, path: Path, ino: int, ids: Mapping[str, Path], titles: Mapping[str, str],
+                thread: str | None = None) -> TrackedFile:
+        hints: dict[str, object] = {}
+        title = titles.get(thread or conversation_id_from_path(path.name))
+        if title:
+            hints["title"] = title
+        if path.suffix == ".json":
+            return TrackedFile(path, "document", hints)
+        fork = self._fork_head(path, ino)
+        parent = ids.get(fork[0]) if fork else None
+        if fork and parent is not None:
+            until = self._replay_until(path, ino, parent, fork[1])
+            if until:
+                hints["replay_until"] = until
+        return TrackedFile(path, "append", hints)
+
+    def titles(self, index: Path) -> dict[str, str]:
+        """Thread id -> its last ``thread_name`` in ``session_index.jsonl``; corrupt lines skipped."""
+        try:
+            st = index.stat()
+        except OSError:
+            return {}
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._index is not None and self._index[0] == key:
+            return self._index[1]
+        titles: dict[str, str] = {}
+        try:
+            data = index.read_bytes()
+        except OSError:
+            return {}
+        for line in data.splitlines():
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            name = entry.get("thread_name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and isinstance(entry.get("id"), str):
+                titles[entry["id"]] = name
+        self._index = (key, titles)
+        return titles
+
+    def _fork_head(self, path: Path, ino: int) -> tuple[str, int] | None:
+        """(parent thread id, length of the file's own header line) when the first line is a fork's
+        ``session_meta``. Read once per file: a rollout's first line never changes."""
+        cached = self._heads.get(str(path))
+        if cached is not None and cached[0] == ino:
+            return cached[1]
+        line = _first_line(path)
+        if line is None:
+            return None  # not written yet: look again next time
+        fork = None
+        if b"forked_from_id" in line or b"parent_thread_id" in line:
+            fork = _parent_of(line, conversation_id_from_path(path.name))
+        self._heads[str(path)] = (ino, fork)
+        return fork
+
+    def _replay_until(self, path: Path, ino: int, parent: Path, header: int) -> int | None:
+        try:
+            parent_size = parent.stat().st_size
+        except OSError:
+            return None
+        cached = self._replay.get(str(path))
+        if cached is not None and cached[:2] == (ino, parent_size):
+            return cached[2]
+        until, settled = shared_prefix(path, parent, header)
+        value = header + until if until else None
+        if settled:  # else the fork is still copying: measure again next time
+            self._replay[str(path)] = (ino, parent_size, value)
+        return value
+
+
+def shared_prefix(child: Path, parent: Path, start: int) -> tuple[int, bool]:
+    """Bytes of whole lines of ``child`` from ``start`` identical to ``parent``'s first lines, and
+    whether that is final (a line differs, or the parent ended) rather than the child's end so far."""
+    matched = 0
+    try:
+        with open(child, "rb") as left, open(parent, "rb") as right:
+            left.seek(start)
+            while True:
+                mine, theirs = left.readline(), right.readline()
+                if not mine.endswith(b"\n"):
+                    return matched, False
+                if mine != theirs:
+                    return matched, True
+                matched += len(mine)
+    except OSError:
+        return 0, False
+
+
+def follow_moves(files: Iterable[TrackedFile], cursors: Mapping[str, FileCursor]) -> dict[str, FileCursor]:
+    """Cursors for files that moved (archiving renames a rollout): a new path whose device and inode
+    belong to a cursor of a path no longer discovered inherits that cursor, so nothing is re-read."""
+    files = list(files)
+    paths = {str(f.path) for f in files}
+    orphans = {(c.dev, c.ino): c for key, c in cursors.items() if key not in paths}
+    if not orphans:
+        return {}
+    moved: dict[str, FileCursor] = {}
+    for tracked in files:
+        path = str(tracked.path)
+        if path in cursors:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        old = orphans.get((st.st_dev, st.st_ino))
+        if old is not None and not os.path.exists(old.path):
+            moved[path] = replace(old, path=path)
+    return moved
+
+
+def _walk(root: str) -> Iterator[tuple[str, str, int]]:
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(entry.path)
+            elif entry.name.startswith("rollout-") and entry.name.endswith((".jsonl", ".json")) and entry.is_file():
+                yield entry.path, entry.name, entry.inode()
+        except OSError:
+            continue
+
+
+def _first_line(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            data = b""
+            while len(data) < FIRST_LINE_MAX:
+                block = handle.read(64 * 1024)
+                if not block:
+                    return None
+                data += block
+                end = data.find(b"\n")
+                if end >= 0:
+                    return data[: end + 1]
+    except OSError:
+        return None
+    return data  # longer than any header: not a fork's session_meta
+
+
+def _parent_of(line: bytes, own_id: str) -> tuple[str, int] | None:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    payload = record.get("payload") if isinstance(record, dict) else None
+    if not isinstance(payload, dict) or record.get("type") != "session_meta" or payload.get("id") != own_id:
+        return None
+    parent = payload.get("forked_from_id")
+    source = payload.get("source")
+    spawn = source.get("subagent") if isinstance(source, dict) else None
+    spawn = spawn.get("thread_spawn") if isinstance(spawn, dict) else None
+    if not (isinstance(parent, str) and parent) and isinstance(spawn, dict):
+        parent = spawn.get("parent_thread_id")
+    return (parent, len(line)) if isinstance(parent, str) and parent else None

@@ -1,0 +1,145 @@
+"""Gemini CLI: ``~/.gemini/tmp/<project>/chats/session-*.json[l]`` and subagent sessions.
+
+Layout (format notes §1, §3): ``.json`` sessions are rewritten in place (<= v0.38), ``.jsonl``
+appended with update records (>= v0.39); a subagent is ``chats/<parent id>/<id>.json[l]``. Both
+are whole documents: a changed file is parsed again and only messages whose digest changed are
+sent (a ``$rewindTo`` resends the rewound ones marked ``rewound``). A resumed ``.json`` is copied
+into ``<name>.jsonl`` and may stay behind: only the ``.jsonl`` is read. ``.unreadable-<epoch>``,
+``.tmp-`` files, ``logs.json`` and ``checkpoint-*.json`` are not transcripts.
+
+A session holds only ``projectHash`` (SHA-256 of its root): the hints are the project folder's
+``.project_root`` and the keys of ``projects.json``; the parser picks the matching one. Discovery
+runs on every check, so it lists folders and reads only those small files, never a session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from parsers import gemini_cli
+from sync_workers.sources.files import FileSource, TrackedFile
+from sync_workers.state import FileCursor
+
+
+def default_gemini_dir() -> Path:
+    """``$GEMINI_CLI_HOME/.gemini`` when set (the CLI's own override of home), else ``~/.gemini``."""
+    home = os.environ.get("GEMINI_CLI_HOME")
+    return (Path(home).expanduser() if home else Path.home()) / ".gemini"
+
+
+class GeminiCliSource(FileSource):
+    name = "gemini_cli"
+    source_type = "gemini_cli"
+    options = {"gemini_dir": None}
+    parse_document = staticmethod(gemini_cli.parse_document)
+
+    def gemini_dir(self) -> Path:
+        configured = self.settings.get("gemini_dir")
+        return Path(str(configured)).expanduser().absolute() if configured else default_gemini_dir()
+
+    def roots(self) -> list[Path]:
+        """``tmp`` only (the rest of ``~/.gemini`` is settings, history snapshots, other tools)."""
+        tmp = self.gemini_dir() / "tmp"
+        return [tmp if tmp.is_dir() else self.gemini_dir()]
+
+    def discover(self) -> Iterable[TrackedFile]:
+        return _layout(self.gemini_dir())
+
+    def discover_paths(self, paths: Iterable[Path]) -> Iterable[TrackedFile]:
+        """A session file, a folder laid out like ``~/.gemini``, its ``tmp``, a project or ``chats`` folder."""
+        for path in (p.absolute() for p in paths):
+            if path.is_file():
+                yield _single(path)
+            elif (path / "tmp").is_dir():
+                yield from _layout(path)
+            elif path.name == "chats":
+                yield from _project(path.parent, _candidates(path.parent.parent.parent))
+            elif (path / "chats").is_dir():
+                yield from _project(path, _candidates(path.parent.parent))
+            else:
+                yield from _projects(path, _candidates(path.parent))
+
+    def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
+        """Also forget files no longer discovered though still there (a ``.json`` superseded by its
+        ``.jsonl``): the digests acknowledged per conversation still stop any resend."""
+        seen = {str(f.path) for f in files}
+        return [key for key in cursors if key not in seen]
+
+
+def _layout(gemini_dir: Path) -> Iterator[TrackedFile]:
+    return _projects(gemini_dir / "tmp", _candidates(gemini_dir))
+
+
+def _projects(tmp: Path, candidates: list[str]) -> Iterator[TrackedFile]:
+    for project in _entries(tmp, dirs=True):
+        yield from _project(project, candidates)
+
+
+def _project(project: Path, candidates: list[str]) -> Iterator[TrackedFile]:
+    hints: dict[str, Any] = {"project_candidates": candidates}
+    root = _project_root(project)
+    if root:
+        hints["project_path"] = root
+    chats = project / "chats"
+    for path in _sessions(_entries(chats, dirs=False), main=True):
+        yield TrackedFile(path, "document", hints)
+    for parent in _entries(chats, dirs=True):
+        for path in _sessions(_entries(parent, dirs=False), main=False):
+            yield TrackedFile(path, "document", {**hints, "session_id": path.stem})
+
+
+def _single(path: Path) -> TrackedFile:
+    """One file, with the hints its place in a ``~/.gemini`` layout gives (if it is in one)."""
+    chats = next((p for p in (path.parent, path.parent.parent) if p.name == "chats"), None)
+    hints: dict[str, Any] = {}
+    if chats is not None:
+        hints["project_candidates"] = _candidates(chats.parent.parent.parent)
+        root = _project_root(chats.parent)
+        if root:
+            hints["project_path"] = root
+        if chats != path.parent:
+            hints["session_id"] = path.name.removesuffix(".jsonl").removesuffix(".json")
+    return TrackedFile(path, "document", hints)
+
+
+def _sessions(files: list[Path], main: bool) -> list[Path]:
+    names = {p.name for p in files}
+    return [p for p in files if _is_session(p.name, main) and p.name + "l" not in names]
+
+
+def _is_session(name: str, main: bool) -> bool:
+    if not name.endswith((".json", ".jsonl")) or name.startswith("."):
+        return False
+    if ".unreadable-" in name or ".tmp-" in name or name == "logs.json" or name.startswith("checkpoint-"):
+        return False
+    return name.startswith("session-") or not main
+
+
+def _entries(folder: Path, dirs: bool) -> list[Path]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(Path(e.path) for e in it if (e.is_dir() if dirs else e.is_file()))
+    except OSError:
+        return []
+
+
+def _candidates(gemini_dir: Path) -> list[str]:
+    """The project roots ``projects.json`` (v0.29+) registers: ``{"projects": {path: slug}}``."""
+    try:
+        projects = orjson.loads((gemini_dir / "projects.json").read_bytes()).get("projects")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return []
+    return sorted(k for k in projects if isinstance(k, str)) if isinstance(projects, dict) else []
+
+
+def _project_root(project: Path) -> str | None:
+    try:
+        root = (project / ".project_root").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return root or None
