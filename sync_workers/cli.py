@@ -19,6 +19,7 @@ from sync_workers.config import Config, SourceConfig, load
 from sync_workers.delivery import Stopped
 from sync_workers.errors import ConfigError, Fatal, Retryable
 from sync_workers.logs import configure, get_logger
+from sync_workers.receiver import cli as serve_command
 from sync_workers.registry import SOURCES, source_class, source_options
 from sync_workers.runtime import Schedule, Supervisor, run_until_signal
 from sync_workers.state import State
@@ -138,12 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parse.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     status = commands.add_parser("status", help="files tracked, pending and dead-lettered batches")
     _common(status)
+    _common(serve_command.add_parser(commands))  # the receiver; FastAPI is imported only by `serve`
     args = parser.parse_args(argv)
     configure(getattr(args, "log_level", "warning"))
     try:
         if args.command == "parse":
             return _parse(args.worker, args.paths)
         config = _load(args)
+        if args.command == "serve":
+            return serve_command.run(args, config)
         if args.command == "status":
             return _status(config)
         return _run(config, args.once)

@@ -1,0 +1,182 @@
+"""The receiver as FastAPI: a router to mount in an existing service, or a whole app.
+
+    service = ReceiverService(Settings(db="archive.db", tokens=Tokens(["s3cret"])))
+    app.include_router(create_router(service))      # in your FastAPI app; service.close() at shutdown
+
+    app = create_app(Settings(...))                  # standalone: what ``sync-workers serve`` runs
+
+Endpoints: ``POST /internal/v1/sync/batch`` (the contract), ``GET /internal/v1/conversations``
+(paged), ``GET /internal/v1/conversations/{source_type}/{id}``, and ``GET /health`` (no token).
+The batch endpoint reads the raw body itself (no model parsing): the size limit applies while
+reading, then decoding, validation and the SQLite write run in a worker thread.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time.
+
+import enum
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from sync_workers import __version__
+from sync_workers.receiver.service import Answer, ReceiverService, Refused, Settings
+from sync_workers.receiver.validation import SCHEMA, openapi_schema
+
+__all__ = ["BATCH_ENDPOINT", "create_app", "create_router"]
+
+BATCH_ENDPOINT = "/internal/v1/sync/batch"
+DRAIN_FACTOR = 4
+"""An oversized body is read and dropped up to this many times the limit before the 413, so the
+client sees the 413 instead of a connection reset in the middle of its upload."""
+
+SourceType = enum.Enum("SourceType", {name: name for name in SCHEMA["$defs"]["source_type"]["enum"]}, type=str)
+
+_ERROR = {"type": "object", "required": ["detail"],
+          "properties": {"detail": {}, "field": {"type": "string"}}}
+_CONVERSATION = {"type": "object", "required": ["source_type", "id"],
+                 "properties": {"source_type": {"type": "string"}, "id": {"type": "string"}}}
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+
+
+def _respond(answer: Answer) -> Response:
+    return Response(answer.body, answer.status, answer.headers, media_type="application/json")
+
+
+def _content(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or :class:`Refused` 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Refused(400, "Content-Length is not a number")
+        if int(declared) > limit:
+            await _drain(request, limit)
+            raise Refused(413, f"the body is larger than {limit} bytes: split the batch")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            await _drain(request, limit)
+            raise Refused(413, f"the body is larger than {limit} bytes: split the batch")
+    return bytes(body)
+
+
+async def _drain(request: Request, limit: int) -> None:
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > DRAIN_FACTOR * limit:
+            return
+
+
+def create_router(service: ReceiverService) -> APIRouter:
+    """The receiver's endpoints over ``service``; the caller owns ``service`` and closes it."""
+    router = APIRouter()
+    bearer = HTTPBearer(auto_error=False, description="A worker token (SYNC_WORKER_TOKEN or the token file).")
+
+    async def require_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if not service.authorized(credentials.credentials if credentials else None):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(require_token)]
+    unauthorized = {401: _content(_ERROR, "missing or wrong bearer token")}
+
+    @router.post(
+        BATCH_ENDPOINT, dependencies=auth, response_class=Response, summary="Store one batch (the sync contract)",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": openapi_schema()}}},
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 512}}],
+        },
+        responses={
+            200: _content(SCHEMA["$defs"]["response"], "stored; the counts are of rows new to the archive"),
+            **unauthorized,
+            400: _content(_ERROR, "not JSON or not gzip"),
+            413: _content(_ERROR, "too large: split the batch"),
+            415: _content(_ERROR, "an unsupported Content-Encoding"),
+            422: _content(_ERROR, "fails the contract's schema (field names where), or an Idempotency-Key reused"),
+        },
+    )
+    async def post_batch(request: Request) -> Response:
+        try:
+            raw = await _read_body(request, service.settings.max_body_bytes)
+        except Refused as refused:
+            return _respond(refused.answer())
+        answer = await run_in_threadpool(
+            service.ingest, raw, request.headers.get("content-encoding"), request.headers.get("idempotency-key")
+        )
+        return _respond(answer)
+
+    page = {"type": "object", "required": ["conversations", "next_cursor"],
+            "properties": {"conversations": {"type": "array", "items": _CONVERSATION},
+                           "next_cursor": {"type": ["string", "null"]}}}
+
+    @router.get(
+        "/internal/v1/conversations", dependencies=auth, response_class=Response,
+        summary="Conversations ordered by (source_type, id), one page at a time",
+        responses={200: _content(page, "a page; pass next_cursor back as cursor for the next one"), **unauthorized,
+                   400: _content(_ERROR, "a cursor this receiver did not give")},
+    )
+    def list_conversations(
+        source_type: SourceType | None = None,
+        limit: Annotated[int, Query(ge=1, le=service.settings.max_page_size)] = 50,
+        cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> Response:
+        try:
+            return _json(200, service.list_conversations(source_type.value if source_type else None, limit, cursor))
+        except Refused as refused:
+            return _respond(refused.answer())
+
+    @router.get(
+        "/internal/v1/conversations/{source_type}/{conversation_id:path}", dependencies=auth,
+        response_class=Response, summary="One conversation with its messages in arrival order",
+        responses={200: _content({**_CONVERSATION, "required": ["source_type", "id", "messages"]}, "the conversation"),
+                   **unauthorized, 404: _content(_ERROR, "no such conversation")},
+    )
+    def get_conversation(source_type: str, conversation_id: str) -> Response:
+        conversation = service.get_conversation(source_type, conversation_id)
+        if conversation is None:
+            return _json(404, {"detail": f"no conversation {source_type}/{conversation_id}"})
+        return _json(200, conversation)
+
+    @router.get("/health", response_class=Response, summary="Liveness and database check (no token)",
+                responses={200: _content({"type": "object"}, "up"), 503: _content(_ERROR, "database unusable")})
+    def health() -> Response:
+        try:
+            ok = service.healthy()
+        except Exception as exc:
+            return _json(503, {"detail": f"database: {exc}"})
+        return _json(200 if ok else 503, {"status": "ok" if ok else "unavailable", "version": __version__})
+
+    return router
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A standalone app owning its :class:`ReceiverService` (closed when the app shuts down)."""
+    service = ReceiverService(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(title="sync-workers receiver", version=__version__, lifespan=lifespan,
+                  description="The reference receiver of the sync contract, over the archive store.")
+    app.state.service = service
+    app.include_router(create_router(service))
+    return app

@@ -1,0 +1,96 @@
+"""``sync-workers serve``: run the reference receiver with uvicorn.
+
+This module imports nothing of the ``server`` extra until :func:`run`, so ``sync_workers.cli``
+can register the command on a machine that has only the worker installed.
+
+Once listening it prints one line on stdout, ``serving http://HOST:PORT (archive PATH)``, with
+the real port (``--port 0`` picks a free one), then logs to stderr until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+TOKEN_ENV = "SYNC_WORKER_TOKEN"
+
+
+def _flag(option: str) -> list[str]:
+    dashed = option.replace("_", "-")
+    return [f"-{dashed}", f"--{dashed}"]
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add ``serve`` to the ``sync-workers`` subcommands and return its parser."""
+    serve = commands.add_parser(
+        "serve", allow_abbrev=False, help="run the reference receiver (needs the 'server' extra)",
+        description="The contract's receiver over an archive file. Accepted tokens: SYNC_WORKER_TOKEN and/or"
+                    " --token-file (one per line); with neither it refuses to start unless --insecure-no-auth.",
+    )
+    serve.add_argument(*_flag("host"), default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(*_flag("port"), type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    serve.add_argument(*_flag("db"), metavar="PATH",
+                       help="archive file (default <state_dir>/archive.db, the workers' local archive)")
+    serve.add_argument(*_flag("token_file"), metavar="PATH", help="file of accepted tokens, one per line")
+    serve.add_argument(*_flag("insecure_no_auth"), action="store_true", help="accept requests without a token")
+    serve.add_argument(*_flag("max_body_bytes"), type=int, default=32 * 1024 * 1024, metavar="N",
+                       help="largest body, compressed and decompressed; larger answers 413 (default 32 MiB)")
+    serve.add_argument(*_flag("access_log"), action="store_true", help="log every request")
+    return serve
+
+
+def run(args: argparse.Namespace, config: Any = None) -> int:
+    """Run until a signal; 0 on a clean stop, 2 when it refuses to start (the message says why)."""
+    try:
+        import uvicorn
+
+        from sync_workers.receiver.app import create_app
+        from sync_workers.receiver.auth import Tokens
+        from sync_workers.receiver.service import Settings
+    except ImportError as exc:
+        print(f"error: serve needs the server extra (pip install 'sync-workers[server]'): {exc}", file=sys.stderr)
+        return 2
+    if config is None:
+        from sync_workers.config import Config
+
+        config = Config()
+    try:
+        tokens = Tokens.from_environment(args.token_file, TOKEN_ENV)
+    except OSError as exc:
+        print(f"error: serve: --token-file: {exc}", file=sys.stderr)
+        return 2
+    if not tokens and not args.insecure_no_auth:
+        print(f"error: serve: no accepted token: set {TOKEN_ENV} or --token-file FILE (one token a line),"
+              " or pass --insecure-no-auth to accept any request", file=sys.stderr)
+        return 2
+    if args.max_body_bytes <= 0:
+        print("error: serve: --max-body-bytes must be greater than 0", file=sys.stderr)
+        return 2
+    db = Path(args.db).expanduser() if args.db else config.state_dir / "archive.db"
+    if args.insecure_no_auth and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving {args.host} without authentication: anyone who reaches it can write",
+              file=sys.stderr)
+    app = create_app(Settings(db=db, tokens=tokens, insecure_no_auth=args.insecure_no_auth,
+                              max_body_bytes=args.max_body_bytes))
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=getattr(args, "log_level", "info"),
+        access_log=args.access_log, server_header=False, timeout_graceful_shutdown=10,
+    ))
+    sock = server.config.bind_socket()
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving http://{host}:{sock.getsockname()[1]} (archive {db})", flush=True)
+
+    def stop(signum: int, frame: Any) -> None:
+        # uvicorn handles SIGINT/SIGTERM while it runs, then raises the signal again against
+        # the handler it found: this one, so a graceful stop exits 0 like the workers do.
+        server.should_exit = True
+
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, stop)
+    server.run(sockets=[sock])
+    return 0 if server.started else 1

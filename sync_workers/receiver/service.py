@@ -1,0 +1,266 @@
+"""What the receiver's endpoints do, without the web framework: decode, check, store, read.
+
+``app.py`` is a thin FastAPI layer over :class:`ReceiverService`; everything that decides a
+status code is here, so it can be tested and reused without HTTP (or put over another store).
+
+Concurrency: one writer connection behind a lock (SQLite has one writer at a time anyway; a
+lock in the process queues threads without the busy-wait of ``busy_timeout``), and one
+read-only connection per thread (WAL: reads never wait for the writer). Other processes writing
+the same file, such as a worker's local archive sink, take turns through ``BEGIN IMMEDIATE`` and
+``busy_timeout``. The idempotency check is repeated inside the write transaction, so two
+copies of one batch racing each other are stored once and both answered with the first counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sync_workers.receiver import idempotency
+from sync_workers.receiver.auth import Tokens
+from sync_workers.receiver.validation import InvalidBatch, validate
+from sync_workers.store import ArchiveStore, ConversationRecord, MessageRecord
+
+__all__ = ["Answer", "ReceiverService", "Refused", "Settings", "decode_body", "to_records"]
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How a receiver runs. ``tokens`` empty or None refuses to start unless ``insecure_no_auth``."""
+
+    db: str | Path
+    tokens: Tokens | None = None
+    insecure_no_auth: bool = False
+    max_body_bytes: int = 32 * MiB
+    """Largest body accepted, on the wire and again after gunzip (the zip-bomb cap): else 413."""
+    idempotency_retention: float = 7 * 24 * 3600.0
+    """Seconds an Idempotency-Key is remembered; a retry older than that is upserted again (harmless)."""
+    max_page_size: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Refused(Exception):
+    """A request the receiver answers with an error status; ``payload`` is the JSON body."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.payload = {"detail": detail, **extra}
+        self.headers = headers or {}
+
+    def answer(self) -> Answer:
+        return Answer(self.status, orjson.dumps(self.payload), self.headers)
+
+
+def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """The request body as JSON bytes: gunzipped when so encoded, never more than ``limit`` bytes.
+
+    Decompression stops at ``limit`` + 1 bytes, so a small body that inflates to gigabytes (a
+    zip bomb) costs at most ``limit`` bytes of memory and answers 413.
+    """
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return raw
+    if encoding not in ("gzip", "x-gzip"):
+        raise Refused(415, f"Content-Encoding {content_encoding!r} is not supported: send gzip or nothing")
+    out: list[bytes] = []
+    size = 0
+    data = raw
+    try:
+        while data:  # a gzip stream may hold several members
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            chunk = inflater.decompress(data, limit - size + 1)
+            size += len(chunk)
+            if size > limit or inflater.unconsumed_tail:
+                raise Refused(413, f"the body inflates to more than {limit} bytes: split the batch")
+            if not inflater.eof:
+                raise Refused(400, "the gzip body is truncated")
+            out.append(chunk)
+            data = inflater.unused_data
+    except zlib.error as exc:
+        raise Refused(400, f"the body is not valid gzip: {exc}") from None
+    return b"".join(out)
+
+
+def to_records(batch: dict[str, Any]) -> list[ConversationRecord]:
+    """A validated batch as store records; each message re-encoded with orjson, as sent."""
+    dumps = orjson.dumps
+    return [
+        ConversationRecord(
+            conv["id"],
+            {k: v for k, v in conv.items() if k not in ("id", "messages")},
+            [MessageRecord(m["id"], m["role"], m.get("created_at"), m.get("visibility") or "visible", dumps(m))
+             for m in conv["messages"]],
+        )
+        for conv in batch["conversations"]
+    ]
+
+
+class ReceiverService:
+    """The receiver over one archive file. Thread-safe; call :meth:`close` when done."""
+
+    PRUNE_EVERY = 600.0
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.tokens and not settings.insecure_no_auth:
+            raise ValueError("no accepted token: give tokens (SYNC_WORKER_TOKEN or a token file) or insecure_no_auth")
+        self.settings = settings
+        self.path = Path(settings.db).expanduser()
+        self._write_lock = threading.Lock()
+        self._writer: ArchiveStore | None = None
+        self._local = threading.local()
+        self._readers: list[ArchiveStore] = []
+        self._readers_lock = threading.Lock()
+        self._generation = 0
+        self._pruned_at = 0.0
+        with self._write_lock:
+            self._open_writer()  # create the file and tables now: a bad path fails at start
+
+    # -- auth ---------------------------------------------------------------------------------
+
+    def authorized(self, token: str | None) -> bool:
+        if self.settings.insecure_no_auth and not self.settings.tokens:
+            return True
+        return token is not None and self.settings.tokens is not None and self.settings.tokens.accepts(token)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def ingest(self, raw: bytes, content_encoding: str | None = None, idempotency_key: str | None = None) -> Answer:
+        """Answer one ``POST /internal/v1/sync/batch`` whose body has been read (within the limit)."""
+        try:
+            return self._ingest(raw, content_encoding, idempotency_key)
+        except Refused as refused:
+            return refused.answer()
+
+    def _ingest(self, raw: bytes, content_encoding: str | None, key: str | None) -> Answer:
+        body = decode_body(raw, content_encoding, self.settings.max_body_bytes)
+        body_digest = idempotency.digest(body)
+        if key is not None:
+            key = key.strip()
+            if not key or len(key) > 512:
+                raise Refused(400, "Idempotency-Key must be 1 to 512 characters", field="Idempotency-Key")
+            prior = idempotency.lookup(self._reader().db, key)
+            if prior is not None:  # a retry: answer without decoding or validating again
+                return _replay(prior, key, body_digest)
+        try:
+            batch = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise Refused(400, f"the body is not JSON: {exc}") from None
+        try:
+            validate(batch)
+        except InvalidBatch as exc:
+            raise Refused(422, f"the batch fails the contract at {exc}", field=exc.field) from None
+        if key is not None and key != batch["batch_id"]:
+            raise Refused(422, f"Idempotency-Key {key!r} differs from batch_id {batch['batch_id']!r}",
+                          field="Idempotency-Key")
+        key = batch["batch_id"]
+        records = to_records(batch)
+        with self._write_lock:
+            writer = self._open_writer()
+            with writer.transaction() as db:
+                prior = idempotency.lookup(db, key)
+                if prior is not None:
+                    return _replay(prior, key, body_digest)
+                counts = writer.upsert_in(db, batch["source_type"], records)
+                response = orjson.dumps({
+                    "success": True,
+                    "inserted_conversations": counts.inserted_conversations,
+                    "inserted_messages": counts.inserted_messages,
+                    "updated_conversations": counts.updated_conversations,
+                    "updated_messages": counts.updated_messages,
+                    "duplicate_messages": counts.duplicate_messages,
+                })
+                idempotency.remember(db, key, body_digest, response)
+                now = time.monotonic()
+                if now - self._pruned_at > self.PRUNE_EVERY:
+                    self._pruned_at = now
+                    idempotency.prune(db, self.settings.idempotency_retention)
+        return Answer(200, response)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def list_conversations(self, source_type: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+        """One page ordered by (source_type, id); ``next_cursor`` is None on the last page."""
+        limit = max(1, min(limit, self.settings.max_page_size))
+        after = _decode_cursor(cursor) if cursor else None
+        rows = self._reader().list_conversations(source_type or None, limit + 1, after)
+        page = rows[:limit]
+        more = len(rows) > limit
+        return {
+            "conversations": page,
+            "next_cursor": _encode_cursor(page[-1]["source_type"], page[-1]["id"]) if more else None,
+        }
+
+    def get_conversation(self, source_type: str, conversation_id: str) -> dict[str, Any] | None:
+        return self._reader().get_conversation(source_type, conversation_id)
+
+    def healthy(self) -> bool:
+        return self._reader().db.execute("SELECT 1").fetchone() == (1,)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _open_writer(self) -> ArchiveStore:
+        """The writer connection, opened on first use (and again after :meth:`close`). Hold the lock."""
+        if self._writer is None:
+            self._writer = ArchiveStore(self.path)
+            idempotency.ensure_table(self._writer.db)
+        return self._writer
+
+    def _reader(self) -> ArchiveStore:
+        """This thread's read-only connection, opened on first use (and again after :meth:`close`)."""
+        store, generation = getattr(self._local, "store", (None, -1))
+        if store is None or generation != self._generation:
+            store = ArchiveStore(self.path, readonly=True)
+            self._local.store = (store, self._generation)
+            with self._readers_lock:
+                self._readers.append(store)
+        return store
+
+    def close(self) -> None:
+        """Close every connection. The service stays usable: the next request opens them again,
+        so a host app whose lifespan runs more than once (test clients do) keeps working."""
+        with self._readers_lock:
+            self._generation += 1
+            for store in self._readers:
+                store.close()
+            self._readers.clear()
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+
+def _replay(prior: idempotency.Record, key: str, body_digest: bytes) -> Answer:
+    if prior.digest != body_digest:
+        raise Refused(422, f"Idempotency-Key {key!r} was already used with another body", field="Idempotency-Key")
+    return Answer(200, prior.response, {"Idempotent-Replayed": "true"})
+
+
+def _encode_cursor(source_type: str, conversation_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([source_type, conversation_id])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        source_type, conversation_id = value
+        if not isinstance(source_type, str) or not isinstance(conversation_id, str):
+            raise ValueError
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise Refused(400, "cursor is not one this receiver gave", field="cursor") from None
+    return source_type, conversation_id

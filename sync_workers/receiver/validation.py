@@ -1,0 +1,102 @@
+"""The contract's JSON Schema, compiled once, with errors that name the failing field.
+
+``batch.schema.json`` beside this module is a copy of ``contract/batch.schema.json`` (a test
+keeps them identical). It is compiled with fastjsonschema: measured on realistic Claude Code
+batches it validates about ten times faster than jsonschema (27,000 against 2,600 messages/s
+on one core); it is still the largest single cost of a batch (about a third of the CPU time).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+__all__ = ["SCHEMA", "InvalidBatch", "openapi_schema", "validate"]
+
+SCHEMA: dict[str, Any] = orjson.loads(resources.files(__package__).joinpath("batch.schema.json").read_bytes())
+
+
+class InvalidBatch(ValueError):
+    """The batch fails the schema. ``field`` is where, e.g. ``conversations[3].messages[0].role``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field or '<root>'}: {message}")
+        self.field = field
+        self.message = message
+
+
+_BATCH = fastjsonschema.compile(SCHEMA)
+_BLOCK_TYPES = [branch["properties"]["type"]["const"] for branch in SCHEMA["$defs"]["block"]["oneOf"]]
+
+
+@cache
+def _block_validator(block_type: str) -> Any:
+    """The one ``oneOf`` branch of a block type, to say what is wrong inside that block."""
+    branch = next(b for b in SCHEMA["$defs"]["block"]["oneOf"] if b["properties"]["type"]["const"] == block_type)
+    return fastjsonschema.compile({"type": "object", **branch})
+
+
+def validate(batch: Any) -> None:
+    """Raise :class:`InvalidBatch` naming the first failing field; return None when valid."""
+    try:
+        _BATCH(batch)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise _explain(exc) from None
+
+
+def _field(name: str) -> str:
+    """fastjsonschema names a path ``data.conversations[0].id``: drop the ``data`` root."""
+    return re.sub(r"^data\.?", "", name)
+
+
+def _explain(exc: fastjsonschema.JsonSchemaValueException) -> InvalidBatch:
+    where = _field(exc.name)
+    value, definition = exc.value, exc.definition or {}
+    if exc.rule == "required" and isinstance(value, dict):
+        missing = [key for key in definition.get("required", []) if key not in value]
+        if missing:
+            return InvalidBatch(f"{where}.{missing[0]}" if where else missing[0], "is required")
+    if exc.rule == "oneOf" and isinstance(value, dict) and "oneOf" in definition:
+        # A content block: name the unknown type, or what is wrong inside a known one.
+        kind = value.get("type")
+        if kind not in _BLOCK_TYPES:
+            return InvalidBatch(f"{where}.type", f"must be one of {_BLOCK_TYPES}, got {kind!r}")
+        try:
+            _block_validator(kind)(value)
+        except fastjsonschema.JsonSchemaValueException as inner:
+            inner_field = _field(inner.name)
+            explained = _explain(inner)
+            if inner.rule != "required":
+                return InvalidBatch(f"{where}.{inner_field}" if inner_field else where, _message(inner))
+            return InvalidBatch(f"{where}.{explained.field}", explained.message)
+    return InvalidBatch(where, _message(exc))
+
+
+def _message(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    return re.sub(r"^data\S*\s+", "", exc.message)
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The batch schema with every ``$ref`` inlined, to embed in an OpenAPI document.
+
+    The schema is not recursive, so inlining is finite; embedded as is, its ``#/$defs/...``
+    references would point into the OpenAPI document instead of the schema.
+    """
+    defs = SCHEMA["$defs"]
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[1]]))
+            return {k: inline(v) for k, v in node.items() if k not in ("$defs", "$schema", "$id")}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return inline(SCHEMA)
