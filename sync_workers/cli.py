@@ -97,6 +97,11 @@ def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, pr
 
 
 def _once(worker: FileWorker) -> int:
+    missing = [str(root) for root in worker.source.roots() if not root.exists()]
+    if missing and worker.files is None:
+        print(f"note: {worker.name}: {', '.join(missing)} does not exist; nothing to read there"
+              f" (point the worker elsewhere with its folder flag or sources.{worker.name} in the config)",
+              file=sys.stderr)
     worker.start()
     try:
         report = worker.check()
