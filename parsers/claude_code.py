@@ -130,6 +130,8 @@ class _Run:
         if (open_group is not None and self.chunk.at_end and self.checkpoint
                 and open_group.stop_reason not in _FINISHED):
             consumed, state = self.checkpoint
+            # Lines past the rewind point are read (and their problems reported) next time.
+            self.issues = [i for i in self.issues if i.line is None or i.line <= state["line"]]
         self.close_group()
         conversations = [c for c in self.conversations.values() if c.messages or c.title]
         return Parsed(conversations, consumed, state or self.state(), self.issues, records=len(lines))
@@ -137,7 +139,7 @@ class _Run:
     def state(self) -> dict[str, Any]:
         resp = self.resp
         return {"line": self.line, "title_rank": self.title_rank, "created": sorted(self.created),
-                "resp": resp, "alias": self.alias, "conv": self.main_id, "parent": self.parent_id}
+                "resp": resp, "alias": dict(self.alias), "conv": self.main_id, "parent": self.parent_id}
 
     def record(self, record: dict[str, Any], start: int) -> None:
         self.position = self.chunk.offset + start  # stable: ids derived from it survive re-reads
@@ -244,7 +246,9 @@ class _Run:
             self.alias_fragment(record, merged.id)
         else:
             self.close_group()
-            self.checkpoint = (start, self.state())
+            resume = self.state()
+            resume["line"] -= 1  # this line is read again from ``start``: not counted yet
+            self.checkpoint = (start, resume)
             message = self.message(record, "assistant", blocks, texts, unknown, body)
             message.metadata["message_id"] = response_id
             conversation.messages.append(message)

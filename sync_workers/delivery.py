@@ -145,7 +145,7 @@ class Delivery:
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_never
         from tenacity.wait import wait_exponential_jitter
 
-        backoff = wait_exponential_jitter(initial=self.backoff_initial, max=60.0)
+        backoff = wait_exponential_jitter(multiplier=self.backoff_initial, max=60.0, jitter=self.backoff_initial)
         retrying = Retrying(
             retry=retry_if_exception_type(Retryable),
             wait=lambda retry_state: self._wait(retry_state, backoff),

@@ -302,3 +302,33 @@ def test_streaming_response_is_sent_as_it_stands_then_again_when_complete(h: Har
     h.append(user(2))
     h.check()
     assert h.ids() == ["user-0002"]
+
+
+def test_line_numbers_stay_right_after_a_streaming_response_is_rewound(h: Harness) -> None:
+    text = {"type": "text", "text": "partial"}
+    h.path.write_bytes(user(1) + assistant("asst-0001", "msg_01", text, output=3, stop=None))
+    h.check()
+    h.append(assistant("asst-0002", "msg_01", text, output=9, stop="end_turn") + b"corrupt line four\n" + user(5))
+    report = h.check()
+    assert h.ids() == ["asst-0001", "user-0005"]
+    [issue] = report.stats.issues
+    assert issue.line == 4
+
+
+def test_touched_file_is_skipped_after_one_look(h: Harness) -> None:
+    h.path.write_bytes(user(1) + user(2))
+    h.check()
+    st = h.path.stat()
+    os.utime(h.path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # same bytes, new mtime
+    report = h.check()
+    assert h.bodies == [] and report.stats.bytes_read == 0
+    report = h.check()
+    assert report.stats.files_read == 0
+
+
+def test_partial_line_behind_a_streaming_response_is_reported_incomplete(h: Harness) -> None:
+    text = {"type": "text", "text": "partial"}
+    h.path.write_bytes(user(1) + assistant("asst-0001", "msg_01", text, output=3, stop=None) + user(3)[:30])
+    report = h.check()
+    assert h.ids() == ["user-0001", "asst-0001"]
+    assert report.stats.incomplete == [str(h.path)]

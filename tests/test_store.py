@@ -182,7 +182,6 @@ def test_list_conversations_pages_with_after(store: ArchiveStore) -> None:
 
 def test_concurrent_writers_store_every_message_once(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    ArchiveStore(path).close()  # the file exists (a fresh file opened at once: see the test below)
     threads_n, conversations = 4, 3
     start = threading.Barrier(threads_n)
     results: list[UpsertCounts] = []

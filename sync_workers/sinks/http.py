@@ -98,6 +98,7 @@ class HttpSink:
             "Content-Encoding": "gzip",
             "User-Agent": f"sync-workers/{__version__}",
         }
+        self.token = token
         if token:
             headers["Authorization"] = f"Bearer {token}"
         import httpx  # only a worker that talks to a server pays for importing it
@@ -119,6 +120,8 @@ class HttpSink:
         if outcome is Outcome.ACK:
             return _counts(response)
         reason = _reason(response)
+        if self.token:
+            reason = reason.replace(self.token, "<token>")  # a server that echoes it must not get it logged
         if outcome is Outcome.RETRY:
             raise Retryable(
                 f"HTTP {response.status_code}: {reason}", retry_after_seconds(response.headers.get("Retry-After"))

@@ -171,14 +171,16 @@ def _read_append(
             state = parsed.state
             want = chunk_bytes
             done = at_end or parsed.consumed == 0
-            if done and b"\n" not in data[parsed.consumed:] and parsed.consumed < len(data):
-                stats.incomplete.append(path)
+            if done and at_end and not data.endswith(b"\n"):
+                stats.incomplete.append(path)  # the writer is in the middle of the last line
             moved = FileCursor(**{**_fields(identity), "offset": position, "parser_state": state})
             if not done:
                 moved.size = -1  # a crash here must not look like "unchanged" on restart
             yield Delta(parsed.conversations, Advance([moved]))
             if done:
                 break
+        if position == offset:  # touched, or nothing complete yet: remember the new identity
+            yield Delta([], Advance([FileCursor(**{**_fields(identity), "offset": position, "parser_state": state})]))
 
 
 def _read_document(
