@@ -84,7 +84,7 @@ def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, pr
         if args.dry_run:
             # Read the cursors if there are any; never create or write state.
             state_path, namespace = state_location(name, config)
-            state_path = state_path if state_path.exists() else Path(":memory:")
+            state_path = state_path if State.exists(state_path, namespace) else Path(":memory:")
             return _once(FileWorker(source, config, once=True, dry_run=dry_run, state_path=state_path,
                                     namespace=namespace))
         if args.once:
@@ -191,8 +191,8 @@ def _run(config: Config, once: bool) -> int:
 def _status(config: Config) -> int:
     for name in SOURCES:
         path, namespace = state_location(name, config)
-        if not path.exists():
-            print(f"{name}: never run (no {path})")
+        if not State.exists(path, namespace):
+            print(f"{name}: never run (no state in {path})")
             continue
         state = State(path, namespace)
         try:

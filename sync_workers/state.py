@@ -111,6 +111,19 @@ class State:
         self.db = connect(path)
         self.db.executescript(_SCHEMA.format(**self.names))
 
+    @staticmethod
+    def exists(path: str | Path, namespace: str = "") -> bool:
+        """Whether a worker's state is in ``path``, found without writing anything there."""
+        if not Path(path).exists():
+            return False
+        db = connect(path, readonly=True)
+        try:
+            row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                             (f"{namespace}files",)).fetchone()
+        finally:
+            db.close()
+        return row is not None
+
     def close(self) -> None:
         self.db.close()
 

@@ -190,3 +190,29 @@ def test_bad_config_key_is_named_with_the_file(tmp_path):
     result = sync_worker("claude_code", "-config", str(config), "--once")
     assert result.returncode == 2
     assert f"{config}: unknown key 'worker.batch_sise'" in result.stderr
+
+
+def test_run_once_syncs_every_enabled_worker_and_status_reports_them(tmp_path, corpus):
+    projects, manifest = corpus
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"worker:\n  state_dir: {tmp_path / 'state'}\n"
+        f"sources:\n  claude_code:\n    projects_dir: {projects}\n"
+        f"  codex:\n    sessions_dir: {empty}\n  gemini_cli:\n    enabled: false\n"
+        f"  opencode:\n    data_dir: {empty}\n"
+    )
+    run = subprocess.run([str(BIN / "sync-workers"), "run", "-config", str(config), "--once"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["claude_code", "codex", "opencode"]
+    assert f"{manifest.messages} messages" in lines[0]
+    status = subprocess.run([str(BIN / "sync-workers"), "status", "-config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    claude = next(line for line in status.stdout.splitlines() if line.startswith("claude_code:"))
+    assert f"{len(manifest.files)} files tracked" in claude
+    assert "0 batches pending, 0 dead-lettered" in claude
+    assert "gemini_cli: never run" in status.stdout
