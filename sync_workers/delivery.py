@@ -103,7 +103,7 @@ class Delivery:
         """
         if self.dry_run is not None or self.sink.kind == "store":
             return
-        for item in self.state.pending():
+        while (item := self.state.first_pending()) is not None:
             try:
                 self._send(item.batch_id, item.body, item.messages, item.conversations, item.raw_bytes, wait)
             except Retryable as exc:

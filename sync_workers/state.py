@@ -188,6 +188,14 @@ class State:
             )
             self.apply(db, advance)
 
+    def first_pending(self) -> OutboxItem | None:
+        """The oldest unsent batch: the outbox is sent in order, one body in memory at a time."""
+        row = self.db.execute(
+            self._q("SELECT seq, batch_id, body, conversations, messages, raw_bytes, attempts"
+                    " FROM {outbox} ORDER BY seq LIMIT 1")
+        ).fetchone()
+        return OutboxItem(*row) if row else None
+
     def pending(self) -> list[OutboxItem]:
         rows = self.db.execute(
             self._q("SELECT seq, batch_id, body, conversations, messages, raw_bytes, attempts"
