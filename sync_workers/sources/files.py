@@ -153,7 +153,7 @@ def _read_append(
         handle.seek(0)
         identity = _identity(path, st, handle.read(min(size, HEAD_BYTES)))
         stats.files_read += 1
-        position, want = offset, chunk_bytes
+        position, want, saved = offset, chunk_bytes, False
         while position < size:
             handle.seek(position)
             data = handle.read(min(want, size - position))
@@ -177,9 +177,10 @@ def _read_append(
             if not done:
                 moved.size = -1  # a crash here must not look like "unchanged" on restart
             yield Delta(parsed.conversations, Advance([moved]))
+            saved = True
             if done:
                 break
-        if position == offset:  # touched, or nothing complete yet: remember the new identity
+        if not saved:  # touched, or nothing at all after the cursor: remember the new identity
             yield Delta([], Advance([FileCursor(**{**_fields(identity), "offset": position, "parser_state": state})]))
 
 
