@@ -79,6 +79,11 @@ class Config:
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return Path(base) / "sync-workers"
 
+    @property
+    def archive_path(self) -> Path:
+        """The local archive: where batches go with no server, and what ``serve`` publishes by default."""
+        return self.state_dir / "archive.db"
+
     def source(self, name: str) -> SourceConfig:
         return self.sources.get(name, SourceConfig())
 

@@ -62,7 +62,7 @@ def state_location(worker: str, config: Config) -> tuple[Path, str]:
     """
     if config.server.base_url:
         return config.state_dir / f"{worker}.db", ""
-    return config.state_dir / "archive.db", f"{worker}_"
+    return config.archive_path, f"{worker}_"
 
 
 def make_sink(config: Config) -> Any:
@@ -71,7 +71,7 @@ def make_sink(config: Config) -> Any:
         from sync_workers.sinks.http import HttpSink
 
         return HttpSink(config.server.base_url, config.token, config.server.timeout)
-    return ArchiveSink(config.state_dir / "archive.db")
+    return ArchiveSink(config.archive_path)
 
 
 class FileWorker:

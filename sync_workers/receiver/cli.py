@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
     if args.max_body_bytes <= 0:
         print("error: serve: --max-body-bytes must be greater than 0", file=sys.stderr)
         return 2
-    db = Path(args.db).expanduser() if args.db else config.state_dir / "archive.db"
+    db = Path(args.db).expanduser() if args.db else config.archive_path
     if args.insecure_no_auth and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving {args.host} without authentication: anyone who reaches it can write",
               file=sys.stderr)
