@@ -146,12 +146,15 @@ def _read_append(
     size = st.st_size  # read up to what was there at stat time; growth is the next check's
     with open(path, "rb") as handle:
         offset, state = 0, {}
+        head = handle.read(min(size, HEAD_BYTES))
+        identity = _identity(path, st, head)
         if cursor is not None and cursor.ino == st.st_ino and cursor.dev == st.st_dev and size >= cursor.offset:
-            old_head = handle.read(cursor.head_len)
-            if hashlib.md5(old_head, usedforsecurity=False).hexdigest() == cursor.head_md5:
+            # Compare over the length hashed last time: a small file's head grows with it. A file of
+            # 64 KiB or more has the same head length both times, so its digest is reused, not redone.
+            same = (identity.head_md5 if cursor.head_len == len(head)
+                    else hashlib.md5(head[: cursor.head_len], usedforsecurity=False).hexdigest())
+            if same == cursor.head_md5:
                 offset, state = cursor.offset, cursor.parser_state
-        handle.seek(0)
-        identity = _identity(path, st, handle.read(min(size, HEAD_BYTES)))
         stats.files_read += 1
         position, want, saved = offset, chunk_bytes, False
         while position < size:
