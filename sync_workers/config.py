@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sync_workers.errors import ConfigError
 
 __all__ = ["Config", "SecurityConfig", "ServerConfig", "SourceConfig", "WorkerConfig", "load"]
@@ -108,6 +106,8 @@ def load(
     where = str(path) if path is not None else "<defaults>"
     raw: Any = {}
     if path is not None:
+        import yaml  # only with a file: 20 ms of start-up a config-less backfill need not pay
+
         try:
             text = Path(path).expanduser().read_text()
         except OSError as exc:

@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-
 from sync_workers import __version__
 from sync_workers.batching import Batcher
 from sync_workers.config import Config
@@ -180,6 +177,9 @@ class FileWorker:
             self.log.info("file.vanished", files=len(gone))
 
     def _watch(self) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler  # daemons only
+        from watchdog.observers import Observer
+
         worker = self
 
         class Handler(FileSystemEventHandler):

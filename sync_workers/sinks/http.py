@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import gzip
 import time
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -74,6 +73,8 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         return max(0.0, float(value))
     except ValueError:
         pass
+    from email.utils import parsedate_to_datetime  # rare, and email costs 15 ms to import
+
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
