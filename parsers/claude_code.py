@@ -23,18 +23,22 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
-from parsers.base import Chunk, Parsed, complete_lines, decode_line
+from parsers.base import Chunk, Parsed, decode_line
 from parsers.claude_code_blocks import (
+    EMPTY,
+    NULL,
+    Block,
     Raw,
     convert_blocks,
     first_byte,
     is_injected_text,
+    items_of,
     join_texts,
     text_of,
     usage_difference,
     usage_snapshot,
-    value,
 )
 from parsers.errors import ParseIssue
 from parsers.schema import Conversation, Message, encode, normalize_timestamp, text_block
@@ -47,17 +51,90 @@ _MAPPED = frozenset(
      "version", "isSidechain", "userType", "isMeta"}
 )
 _MESSAGE_MAPPED = frozenset({"role", "content", "id", "model", "usage", "type"})
+_MESSAGE_EXTRA = ("stop_reason", "stop_sequence", "container", "context_management")
 _TITLE_FIELDS = {"summary": ("summary", 1), "ai-title": ("aiTitle", 2), "custom-title": ("customTitle", 3)}
 _FINISHED = frozenset({"end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"})
 _SYNTHETIC = "<synthetic>"
-# The small envelope fields decoded on every line; every other value stays undecoded (Raw).
-_SMALL = ("type", "uuid", "parentUuid", "logicalParentUuid", "sessionId", "timestamp", "cwd", "gitBranch",
-          "version", "isSidechain", "isMeta", "isCompactSummary", "agentId", "requestId",
-          "summary", "aiTitle", "customTitle")
-_RECORD = msgspec.json.Decoder(dict[str, Raw])
-_NULL = Raw(b"null")
-_EMPTY = Raw(b'""')
 _TITLE_LENGTH = 120
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    """A line's ``message``: the keys the Messages API writes there."""
+
+    id: Any = None
+    type: Any = None
+    role: Any = None
+    model: Any = None
+    content: str | list[Block] | None = None
+    stop_reason: Any = None
+    stop_sequence: Any = None
+    usage: Any = None
+    container: Any = None
+    context_management: Any = None
+
+
+class _Line(msgspec.Struct, forbid_unknown_fields=True):
+    """A transcript line, decoded in one C call: the fields the parser reads are decoded, the
+    big ones stay ``Raw``. Every key Claude Code is known to write is declared, so that those
+    without a schema field (``_EXTRA``) can go to metadata as written; a line with any other
+    key, or a shape these types do not fit, takes the slow path (``_Run.decode``)."""
+
+    type: Any = None
+    uuid: Any = None
+    parentUuid: Any = None
+    sessionId: Any = None
+    timestamp: Any = None
+    cwd: Any = None
+    gitBranch: Any = None
+    version: Any = None
+    isSidechain: Any = None
+    userType: Any = None
+    isMeta: Any = None
+    message: _Body | None = None
+    # Read by the parser and kept in metadata too.
+    requestId: Any = UNSET
+    logicalParentUuid: Any = UNSET
+    isCompactSummary: Any = UNSET
+    agentId: Any = UNSET
+    summary: Any = UNSET
+    aiTitle: Any = UNSET
+    customTitle: Any = UNSET
+    # Only kept in metadata, as written.
+    slug: Raw | UnsetType = UNSET
+    toolUseResult: Raw | UnsetType = UNSET
+    thinkingMetadata: Raw | UnsetType = UNSET
+    todos: Raw | UnsetType = UNSET
+    isVisibleInTranscriptOnly: Raw | UnsetType = UNSET
+    isApiErrorMessage: Raw | UnsetType = UNSET
+    error: Raw | UnsetType = UNSET
+    permissionMode: Raw | UnsetType = UNSET
+    promptSource: Raw | UnsetType = UNSET
+    sourceToolUseID: Raw | UnsetType = UNSET
+    sourceToolAssistantUUID: Raw | UnsetType = UNSET
+    toolUseID: Raw | UnsetType = UNSET
+    level: Raw | UnsetType = UNSET
+    subtype: Raw | UnsetType = UNSET
+    content: Raw | UnsetType = UNSET
+    compactMetadata: Raw | UnsetType = UNSET
+    leafUuid: Raw | UnsetType = UNSET
+    entrypoint: Raw | UnsetType = UNSET
+    teamName: Raw | UnsetType = UNSET
+    data: Raw | UnsetType = UNSET
+
+
+_EXTRA = tuple(name for name in _Line.__struct_fields__ if name not in _MAPPED)
+
+
+class _LaxLine(_Line, forbid_unknown_fields=False):
+    """The same fields, any other key allowed, ``message`` left as written (the slow path)."""
+
+    message: Raw = NULL
+
+
+_LINE = msgspec.json.Decoder(_Line)
+_LAX_LINE = msgspec.json.Decoder(_LaxLine)
+_FIELDS = msgspec.json.Decoder(dict[str, Raw])
+_ANY = msgspec.json.Decoder()
 
 
 def subagent_conversation_id(parent_session: str | None, agent_id: str) -> str:
@@ -101,30 +178,44 @@ class _Run:
         self.group: _Group | None = None
         self.checkpoint: tuple[int, dict[str, Any]] | None = None
         self.position = chunk.offset
-        self.raw: dict[str, Raw] = {}
-        """The line being parsed, values undecoded; ``record`` arguments hold its small fields."""
+        self.fields: dict[str, Raw] | None = None
+        """The line as {key: undecoded value} when it took the slow path (``decode_slowly``)."""
+        self.body_extra: dict[str, Any] | None = None
+        """Its ``message``'s keys without a schema field, on the slow path."""
+        self.timestamp: str | None = None
 
     # -- the pass ---------------------------------------------------------------------------
 
     def parse(self) -> Parsed:
-        lines, end = complete_lines(self.chunk.data)
-        position = 0
-        for raw in lines:
+        data = self.chunk.data
+        end = data.rfind(b"\n") + 1  # a trailing fragment may still be being written: left for later
+        # msgspec does not check the UTF-8 of values it leaves undecoded: check the chunk once,
+        # and only if that fails, line by line (``decode``).
+        valid = data.isascii() or _is_utf8(data, end)
+        view = memoryview(data)
+        path = self.chunk.path
+        position = records = 0
+        while position < end:
             start = position
-            position += len(raw) + 1
+            newline = data.index(b"\n", start)
+            position = newline + 1
             self.line += 1
-            if not raw.strip():
+            records += 1
+            if newline == start or (data[start] != _OPEN and data[start:newline].isspace()):
                 continue
             try:
-                fields = _decode(raw)
+                line = self.decode(view[start:newline], valid)
             except ValueError as exc:
-                self.issues.append(ParseIssue(self.chunk.path, self.line, f"corrupt JSON line: {exc}"))
+                self.issues.append(ParseIssue(path, self.line, f"corrupt JSON line: {exc}"))
                 continue
-            if fields is None:
-                self.issues.append(ParseIssue(self.chunk.path, self.line, "line is not a JSON object"))
+            if line is None:
+                self.issues.append(ParseIssue(path, self.line, "line is not a JSON object"))
                 continue
-            self.raw = fields
-            self.record({k: value(fields[k]) for k in _SMALL if k in fields}, start)
+            try:
+                self.record(line, start)
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                # A shape the format notes do not know: counted, and the rest of the file goes on.
+                self.issues.append(ParseIssue(path, self.line, f"unexpected record shape: {exc!r}"))
         consumed, state = end, None
         open_group = self.group
         if (open_group is not None and self.chunk.at_end and self.checkpoint
@@ -134,36 +225,82 @@ class _Run:
             self.issues = [i for i in self.issues if i.line is None or i.line <= state["line"]]
         self.close_group()
         conversations = [c for c in self.conversations.values() if c.messages or c.title]
-        return Parsed(conversations, consumed, state or self.state(), self.issues, records=len(lines))
+        return Parsed(conversations, consumed, state or self.state(), self.issues, records=records)
+
+    def decode(self, raw: memoryview, valid: bool) -> _Line | None:
+        """One line, in one C call when its keys and shapes are the known ones; None when it
+        is JSON but not an object.
+
+        Unless the whole chunk is ``valid`` UTF-8, the line is checked first: invalid UTF-8 or
+        lone surrogates take the lenient path (``decode_line``), whose repaired result is encoded
+        again so the rest sees one shape.
+        """
+        try:
+            if not valid:
+                str(raw, "utf-8")
+            line = _LINE.decode(raw)
+        except msgspec.ValidationError:
+            line = None
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return self.decode_leniently(raw)
+        if line is not None:
+            self.fields = self.body_extra = None
+            return line
+        try:
+            return self.decode_slowly(raw)
+        except msgspec.ValidationError:
+            return None  # JSON, but not an object
+        except msgspec.DecodeError:  # the fast path stopped at a type before it saw the damage
+            return self.decode_leniently(raw)
+
+    def decode_leniently(self, raw: memoryview) -> _Line | None:
+        record = decode_line(bytes(raw))
+        return self.decode_slowly(encode(record)) if isinstance(record, dict) else None
+
+    def decode_slowly(self, raw: bytes | memoryview) -> _Line | None:
+        """A line with a key or a shape ``_Line`` does not know: key by key, nothing dropped."""
+        fields = _FIELDS.decode(raw)
+        line = _LAX_LINE.decode(raw)
+        self.fields, self.body_extra = fields, None
+        message = fields.get("message")
+        body = None
+        if message is not None and first_byte(message) == ord("{"):
+            parts = _FIELDS.decode(message)
+            body = _Body(**{k: items_of(v) if k == "content" else _ANY.decode(v)
+                            for k, v in parts.items() if k in _Body.__struct_fields__})
+            self.body_extra = {k: v for k, v in parts.items() if k not in _MESSAGE_MAPPED and v != NULL}
+        line.message = body
+        return line
 
     def state(self) -> dict[str, Any]:
         resp = self.resp
         return {"line": self.line, "title_rank": self.title_rank, "created": sorted(self.created),
                 "resp": resp, "alias": dict(self.alias), "conv": self.main_id, "parent": self.parent_id}
 
-    def record(self, record: dict[str, Any], start: int) -> None:
+    def record(self, line: _Line, start: int) -> None:
         self.position = self.chunk.offset + start  # stable: ids derived from it survive re-reads
-        kind = record.get("type")
+        self.timestamp = normalize_timestamp(line.timestamp)
+        kind = line.type
         if kind in _TITLE_FIELDS:
-            self.title(record, kind)
+            self.title(line, kind)
             return
-        conversation = self.conversation_for(record)
+        conversation = self.conversation_for(line)
         if kind == "assistant":
-            self.assistant(record, conversation, start)
+            self.assistant(line, conversation, start)
             return
         if kind == "user":
             self.close_group()
-            message = self.user(record, conversation)
+            message = self.user(line, conversation)
         else:
-            message = self.harness(record, kind)
+            message = self.harness(line, kind)
         conversation.messages.append(message)
 
     # -- conversations ----------------------------------------------------------------------
 
-    def conversation_for(self, record: dict[str, Any]) -> Conversation:
+    def conversation_for(self, line: _Line) -> Conversation:
         hints = self.chunk.hints
         if self.main_id is None:
-            session = record.get("sessionId")
+            session = line.sessionId
             if "agent_id" in hints:
                 parent = hints.get("parent_session")
                 if not parent and isinstance(session, str) and not session.startswith("agent-"):
@@ -173,9 +310,9 @@ class _Run:
             else:
                 self.main_id = hints.get("session_id") or session or _stem(self.chunk.path)
         conv_id, parent, agent = self.main_id, self.parent_id, hints.get("agent_id")
-        if record.get("isSidechain") and "agent_id" not in hints:
+        if line.isSidechain and "agent_id" not in hints:
             # Older versions wrote subagent lines inline in the session file.
-            agent = record.get("agentId") or "sidechain"
+            agent = line.agentId or "sidechain"
             conv_id, parent = subagent_conversation_id(self.main_id, agent), self.main_id
         conversation = self.conversations.get(conv_id)
         if conversation is None:
@@ -186,40 +323,42 @@ class _Run:
                 conversation.metadata["agent_id"] = agent
                 if conv_id == self.main_id and hints.get("meta"):
                     conversation.metadata["agent"] = hints["meta"]
-        timestamp = normalize_timestamp(record.get("timestamp"))
+        timestamp = self.timestamp
         if timestamp:
             conversation.updated_at = timestamp
             if conv_id not in self.created:
                 conversation.created_at = timestamp
                 self.created.add(conv_id)
-        cwd = record.get("cwd")
+        cwd = line.cwd
         if cwd:
-            conversation.project = {"path": cwd, "git_branch": record.get("gitBranch") or None}
-        if record.get("version"):
-            conversation.metadata["version"] = record["version"]
+            project = conversation.project
+            if project is None or project["path"] != cwd or project["git_branch"] != (line.gitBranch or None):
+                conversation.project = {"path": cwd, "git_branch": line.gitBranch or None}
+        if line.version:
+            conversation.metadata["version"] = line.version
         return conversation
 
-    def title(self, record: dict[str, Any], kind: str) -> None:
+    def title(self, line: _Line, kind: str) -> None:
         field, rank = _TITLE_FIELDS[kind]
-        value = record.get(field)
+        value = getattr(line, field)
         if isinstance(value, str) and value.strip() and rank >= self.title_rank:
             self.title_rank = rank
-            self.conversation_for(record).title = value.strip()
+            self.conversation_for(line).title = value.strip()
 
     # -- messages ---------------------------------------------------------------------------
 
-    def user(self, record: dict[str, Any], conversation: Conversation) -> Message:
-        body = self.body()
-        blocks, texts, unknown = convert_blocks(body.get("content"))
-        kinds = {b["type"] for b in blocks}
-        if record.get("isCompactSummary"):
+    def user(self, line: _Line, conversation: Conversation) -> Message:
+        body = line.message
+        blocks, texts, unknown = convert_blocks(body.content) if body is not None else ([], [], [])
+        if line.isCompactSummary:
             role = "system"
-        elif "tool_result" in kinds and kinds <= {"tool_result", "image"}:
+        elif blocks and all(b["type"] in _TOOL_KINDS for b in blocks) and any(
+                b["type"] == "tool_result" for b in blocks):
             role = "tool"
         else:
             role = "user"
-        hidden = bool(record.get("isMeta")) or (role == "user" and is_injected_text(texts))
-        message = self.message(record, role, blocks, texts, unknown, body)
+        hidden = bool(line.isMeta) or (role == "user" and is_injected_text(texts))
+        message = self.message(line, role, blocks, texts, unknown)
         if hidden:
             message.visibility = "hidden"
         elif role == "user" and self.title_rank < 0 and texts and conversation.id == self.main_id:
@@ -229,12 +368,12 @@ class _Run:
                 conversation.title = first.splitlines()[0][:_TITLE_LENGTH]
         return message
 
-    def assistant(self, record: dict[str, Any], conversation: Conversation, start: int) -> None:
-        body = self.body()
-        response_id = value(body.get("id"))
-        key = f"{response_id}|{record.get('requestId')}" if response_id else None
+    def assistant(self, line: _Line, conversation: Conversation, start: int) -> None:
+        body = line.message or _NO_BODY
+        response_id = body.id
+        key = f"{response_id}|{line.requestId}" if response_id else None
         group = self.group
-        blocks, texts, unknown = convert_blocks(body.get("content"))
+        blocks, texts, unknown = convert_blocks(body.content)
         if group is not None and key is not None and group.key == key and group.conversation is conversation:
             merged = group.message
             merged.content.extend(blocks)
@@ -242,28 +381,29 @@ class _Run:
                 merged.text = "\n".join(filter(None, map(text_of, (merged.text, *texts))))
             if unknown:
                 merged.metadata.setdefault("unknown_blocks", []).extend(unknown)
-            merged.metadata.setdefault("uuids", [merged.id]).append(record.get("uuid"))
-            self.alias_fragment(record, merged.id)
+            merged.metadata.setdefault("uuids", [merged.id]).append(line.uuid)
+            self.alias_fragment(line, merged.id)
         else:
             self.close_group()
             resume = self.state()
             resume["line"] -= 1  # this line is read again from ``start``: not counted yet
             self.checkpoint = (start, resume)
-            message = self.message(record, "assistant", blocks, texts, unknown, body)
+            message = self.message(line, "assistant", blocks, texts, unknown)
             message.metadata["message_id"] = response_id
             conversation.messages.append(message)
             group = self.group = _Group(key, message, conversation)
             if message.model and message.model != _SYNTHETIC:
                 conversation.model = message.model
-        stop_reason = value(body.get("stop_reason"))
+        stop_reason = body.stop_reason
         if stop_reason is not None:
             group.stop_reason = stop_reason
             group.message.metadata["stop_reason"] = stop_reason
-        if value(body.get("model")) != _SYNTHETIC:  # locally generated: nothing was billed
-            snapshot, extra = usage_snapshot(value(body.get("usage")))
+        if body.model != _SYNTHETIC:  # locally generated: nothing was billed
+            snapshot, extra = usage_snapshot(body.usage)
             if snapshot is not None:
-                previous = group.snapshot or {}
-                group.snapshot = {k: max(v, previous.get(k, 0)) for k, v in snapshot.items()}
+                previous = group.snapshot
+                group.snapshot = (snapshot if previous is None
+                                  else {k: max(v, previous.get(k, 0)) for k, v in snapshot.items()})
             if extra:
                 group.message.metadata["usage_detail"] = extra
 
@@ -279,20 +419,20 @@ class _Run:
             group.message.metadata["usage_clamped"] = True
         self.resp = {"key": group.key, "usage": group.snapshot} if group.key else None
 
-    def harness(self, record: dict[str, Any], kind: Any) -> Message:
+    def harness(self, line: _Line, kind: Any) -> Message:
         """System, attachment, progress, bookkeeping and unknown records: kept, hidden."""
-        content = self.raw.get("content") if kind == "system" else None
-        text = content if content is not None and first_byte(content) == ord('"') and content != _EMPTY else None
+        content = line.content if kind == "system" and line.content is not UNSET else None
+        text = content if content is not None and first_byte(content) == ord('"') and content != EMPTY else None
         blocks = [text_block(text)] if text is not None else []
         message = Message(
-            id=record.get("uuid") or f"{kind}@{self.position}",
+            id=line.uuid or f"{kind}@{self.position}",
             role="system",
             content=blocks,
             text=text if blocks else "",
-            parent_id=self.parent(record.get("parentUuid") or record.get("logicalParentUuid")),
-            created_at=normalize_timestamp(record.get("timestamp")),
+            parent_id=self.parent(line.parentUuid or line.logicalParentUuid),
+            created_at=self.timestamp,
             visibility="hidden",
-            metadata={"record_type": kind, **self.extras()},
+            metadata={"record_type": kind, **self.extras(line)},
         )
         if text is not None:
             message.metadata.pop("content", None)
@@ -300,47 +440,44 @@ class _Run:
 
     def message(
         self,
-        record: dict[str, Any],
+        line: _Line,
         role: Any,
         blocks: list[dict[str, Any]],
-        texts: list[str],
+        texts: list[str | Raw],
         unknown: list[dict[str, Any]],
-        body: dict[str, Any],
     ) -> Message:
-        metadata = self.extras()
-        extra = {k: v for k, v in body.items() if k not in _MESSAGE_MAPPED and v != _NULL}
+        metadata = self.extras(line)
+        body = line.message
+        extra = self.body_extra
+        if extra is None and body is not None:
+            extra = {k: v for k in _MESSAGE_EXTRA if (v := getattr(body, k)) is not None}
         if extra:
             metadata["message"] = extra
         if unknown:
             metadata["unknown_blocks"] = unknown
-        if record.get("isMeta"):
+        if line.isMeta:
             metadata["is_meta"] = True
-        uuid = record.get("uuid") or f"line@{self.position}"
-        self.alias_fragment(record, uuid)
+        uuid = line.uuid or f"line@{self.position}"
+        self.alias_fragment(line, uuid)
         return Message(
             id=uuid,
             role=role,
             content=blocks,
             text=join_texts(texts) if texts else "",
-            parent_id=self.parent(record.get("parentUuid")),
-            created_at=normalize_timestamp(record.get("timestamp")),
-            model=value(body.get("model")),
+            parent_id=self.parent(line.parentUuid),
+            created_at=self.timestamp,
+            model=body.model if body is not None else None,
             metadata=metadata,
         )
 
-    def body(self) -> dict[str, Raw]:
-        """The line's ``message`` object, its values undecoded."""
-        raw = self.raw.get("message")
-        if raw is None or first_byte(raw) != ord("{"):
-            return {}
-        return _RECORD.decode(raw)
+    def extras(self, line: _Line) -> dict[str, Any]:
+        """Every top-level field with no schema field of its own."""
+        if self.fields is not None:
+            return {k: v for k, v in self.fields.items() if k not in _MAPPED}
+        return {name: v for name in _EXTRA if (v := getattr(line, name)) is not UNSET}
 
-    def extras(self) -> dict[str, Raw]:
-        """Every top-level field with no schema field of its own, as the source wrote it."""
-        return {k: v for k, v in self.raw.items() if k not in _MAPPED}
-
-    def alias_fragment(self, record: dict[str, Any], message_id: str) -> None:
-        uuid = record.get("uuid")
+    def alias_fragment(self, line: _Line, message_id: str) -> None:
+        uuid = line.uuid
         if uuid and uuid != message_id:
             self.alias[uuid] = message_id
         if len(self.alias) > 64:  # only recent fragments are ever a later line's parent
@@ -351,20 +488,19 @@ class _Run:
         return self.alias.get(uuid, uuid) if isinstance(uuid, str) else None
 
 
-def _decode(line: bytes) -> dict[str, Raw] | None:
-    """A line as {key: undecoded value}; None when it is JSON but not an object.
+_NO_BODY = _Body()
+_TOOL_KINDS = frozenset({"tool_result", "image"})
 
-    msgspec does not validate the UTF-8 of values it leaves undecoded, so a line that is not
-    plain ASCII is checked first; invalid UTF-8 or lone surrogates take the lenient path
-    (``decode_line``), whose repaired result is encoded again so the rest sees one shape.
-    """
+
+_OPEN = ord("{")
+
+
+def _is_utf8(data: bytes, end: int) -> bool:
     try:
-        if not line.isascii():
-            line.decode()
-        return _RECORD.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        record = decode_line(line)
-        return _RECORD.decode(encode(record)) if isinstance(record, dict) else None
+        str(memoryview(data)[:end], "utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _stem(path: str) -> str:

@@ -3,9 +3,11 @@
 Kept apart from the record logic in ``claude_code.py`` so each file does one job: this one
 knows the Anthropic Messages API shapes, that one knows the transcript file.
 
-Speed: blocks arrive as ``dict[str, msgspec.Raw]`` (keys decoded, values not). Only the small
-values that decide something (type, ids, names) are decoded; texts, tool inputs and tool outputs
-stay ``Raw`` and go into the output as the source wrote them (``parsers.schema.encode``).
+Speed: a block list is decoded in one call into :class:`Block` structs, whose small fields (type,
+ids, names) are decoded and whose big ones (texts, tool inputs and outputs) stay ``msgspec.Raw``:
+they go into the output as the source wrote them (``parsers.schema.encode``), never decoded nor
+encoded again. A list the structs cannot hold (an item that is not an object, a block of a type
+this module does not know) is read again item by item, so an odd block is kept, not lost.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 import msgspec
 
 from parsers.schema import (
-    Block,
     Usage,
     attachment_block,
     image_block,
@@ -27,10 +28,47 @@ from parsers.schema import (
 
 Raw = msgspec.Raw
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+NULL = Raw(b"null")
 EMPTY = Raw(b'""')
 
+
+class Text(msgspec.Struct, tag="text", tag_field="type"):
+    text: Raw = EMPTY
+
+
+class ToolUse(msgspec.Struct, tag="tool_use", tag_field="type"):
+    id: Any = None
+    name: Any = None
+    input: Raw = NULL
+
+
+class ToolResult(msgspec.Struct, tag="tool_result", tag_field="type"):
+    tool_use_id: Any = None
+    content: Raw = NULL
+    is_error: Any = None
+
+
+class Thinking(msgspec.Struct, tag="thinking", tag_field="type"):
+    thinking: Raw = EMPTY  # the signature beside it is an opaque token for the API: dropped
+
+
+class Image(msgspec.Struct, tag="image", tag_field="type"):
+    source: Raw = NULL
+
+
+class Document(msgspec.Struct, tag="document", tag_field="type"):
+    source: Raw = NULL
+    title: Any = None
+
+
+Block = Text | ToolUse | ToolResult | Thinking | Image | Document
+"""The content blocks the schema has a shape for, each with the fields it uses. A block of any
+other type fails to decode as one, which sends its line down the slow path that keeps it."""
+
+Content = str | list[Block | Raw] | Raw | None
 _ANY = msgspec.json.Decoder()
-_BLOCKS = msgspec.json.Decoder(list[dict[str, Raw]])
+_ITEMS = msgspec.json.Decoder(list[Raw])
+_BLOCK = msgspec.json.Decoder(Block)
 _FIELDS = msgspec.json.Decoder(dict[str, Raw])
 
 # User text that Claude Code injects rather than the user typing it (format notes §7.3).
@@ -41,9 +79,8 @@ _HIDDEN_PREFIXES = (
     "<local-command-stderr>",
     "<task-notification>",
 )
-
-
-_QUOTE, _BRACKET, _NULL = ord('"'), ord("["), ord("n")
+_PREFIX_BYTES = max(map(len, _HIDDEN_PREFIXES)) + 16
+_QUOTE, _BRACKET, _BRACE, _NULL = ord('"'), ord("["), ord("{"), ord("n")
 
 
 def first_byte(raw: Raw) -> int:
@@ -51,13 +88,17 @@ def first_byte(raw: Raw) -> int:
     return memoryview(raw)[0]
 
 
-def value(raw: Raw | None, default: Any = None) -> Any:
-    """Decode one small value; ``default`` when absent."""
-    return default if raw is None else _ANY.decode(raw)
-
-
 def text_of(text: str | Raw) -> str:
-    return text if isinstance(text, str) else _ANY.decode(text)
+    """The text a JSON string holds; any other JSON value as written (null: empty)."""
+    if isinstance(text, str):
+        return text
+    value = _ANY.decode(text)
+    return value if isinstance(value, str) else "" if value is None else bytes(text).decode()
+
+
+def string(raw: Raw) -> str | Raw:
+    """``raw`` kept undecoded when it is a JSON string (the schema wants one), else its text."""
+    return raw if first_byte(raw) == _QUOTE else text_of(raw)
 
 
 def join_texts(texts: list[str | Raw]) -> str | Raw:
@@ -67,88 +108,122 @@ def join_texts(texts: list[str | Raw]) -> str | Raw:
     return "\n".join(text_of(t) for t in texts)
 
 
-def convert_blocks(content: Raw | None) -> tuple[list[Block], list[str | Raw], list[Any]]:
+def convert_blocks(content: Content) -> tuple[list[dict[str, Any]], list[str | Raw], list[Any]]:
     """Return (blocks, texts of the text blocks, blocks the schema does not know).
 
-    A string content is one text block; an empty string is no block at all.
+    ``content`` is a line's ``message.content`` as ``claude_code._Line`` decodes it (a string, a
+    list of blocks, None) or, when the line took the slow path, as written (``Raw``). A string is
+    one text block; an empty string is no block at all.
     """
+    if type(content) is Raw:
+        content = items_of(content)
     if content is None:
         return [], [], []
-    head = first_byte(content)
-    if head == _QUOTE:
-        text = _ANY.decode(content)
-        return ([text_block(text)], [text], []) if text else ([], [], [])
-    if head != _BRACKET:
-        return [], [], [{"content": content}] if head != _NULL else []
-    blocks: list[Block] = []
+    if type(content) is str:
+        return ([text_block(content)], [content], []) if content else ([], [], [])
+    if type(content) is not list:
+        return [], [], [{"content": content}]
+    blocks: list[dict[str, Any]] = []
     texts: list[str | Raw] = []
     unknown: list[Any] = []
-    for index, raw in enumerate(_BLOCKS.decode(content)):
-        kind = value(raw.get("type"))
-        if kind == "text":
-            text = raw.get("text") or EMPTY
+    for index, block in enumerate(content):
+        kind = type(block)
+        if kind is Text:
+            text = string(block.text)
             blocks.append(text_block(text))
             texts.append(text)
-        elif kind == "tool_use":
-            blocks.append(tool_call_block(value(raw.get("id")), value(raw.get("name")) or "tool_use",
-                                          raw.get("input")))
-        elif kind == "tool_result":
-            output, images = tool_output(raw.get("content"))
-            blocks.append(tool_result_block(value(raw.get("tool_use_id")), output,
-                                            bool(value(raw.get("is_error")))))
+        elif kind is ToolUse:
+            blocks.append(tool_call_block(block.id, block.name or "tool_use", block.input))
+        elif kind is ToolResult:
+            output, images = tool_output(block.content)
+            blocks.append(tool_result_block(block.tool_use_id, output, bool(block.is_error)))
             blocks.extend(images)
-        elif kind == "thinking":
-            # The signature is an opaque integrity token for the API, not part of the turn.
-            blocks.append(thinking_block(raw.get("thinking") or EMPTY))
-        elif kind == "image":
-            blocks.append(_image(_FIELDS.decode(raw["source"]) if "source" in raw else {}))
-        elif kind == "document":
-            source = value(raw.get("source")) or {}
+        elif kind is Thinking:
+            blocks.append(thinking_block(string(block.thinking)))
+        elif kind is Image:
+            blocks.append(_image(block.source))
+        elif kind is Document:
+            source = _ANY.decode(block.source)
+            source = source if isinstance(source, dict) else {}
             data = source.get("data") if source.get("type") == "text" else None
-            blocks.append(attachment_block(value(raw.get("title")), source.get("media_type"), None, data))
+            blocks.append(attachment_block(block.title, source.get("media_type"), None, data))
         else:
-            unknown.append({"index": index, "block": raw})
+            unknown.append({"index": index, "block": block})
     return blocks, texts, unknown
 
 
-def _image(source: dict[str, Raw]) -> Block:
-    if value(source.get("type")) == "url":
-        return image_block(value(source.get("media_type")), None, value(source.get("url")))
-    return image_block(value(source.get("media_type")), source.get("data"))
-
-
-def tool_output(content: Raw | None) -> tuple[str | Raw, list[Block]]:
-    """A tool_result's content as text, plus the images it carried as their own blocks."""
-    if content is None:
-        return "", []
+def items_of(content: Raw) -> Content:
+    """``content`` as written, in the shapes ``convert_blocks`` reads; unknown blocks stay Raw."""
     head = first_byte(content)
     if head == _QUOTE:
-        return content, []  # already a JSON string: passed through
+        return _ANY.decode(content)
+    if head == _NULL:
+        return None
+    if head != _BRACKET:
+        return content
+    return [_as_block(raw) for raw in _ITEMS.decode(content)]
+
+
+def _as_block(raw: Raw) -> Block | Raw:
+    """One item of a content list: a Block when it is one of the known kinds, else as written."""
+    try:
+        return _BLOCK.decode(raw)
+    except msgspec.ValidationError:
+        return raw
+
+
+def _image(source: Raw) -> dict[str, Any]:
+    fields = _FIELDS.decode(source) if first_byte(source) == _BRACE else {}
+    media_type = _ANY.decode(fields["media_type"]) if "media_type" in fields else None
+    if "type" in fields and _ANY.decode(fields["type"]) == "url":
+        return image_block(media_type, None, _ANY.decode(fields["url"]) if "url" in fields else None)
+    return image_block(media_type, fields.get("data"))
+
+
+def tool_output(content: Raw) -> tuple[str | Raw, list[dict[str, Any]]]:
+    """A tool_result's content as text, plus the images it carried as their own blocks.
+
+    The common shapes pass their text through undecoded: a string, or a list of one text item.
+    """
+    head = first_byte(content)
+    if head == _QUOTE:
+        return content, []
     if head != _BRACKET:
         return ("" if head == _NULL else bytes(content).decode()), []
-    texts: list[str] = []
-    images: list[Block] = []
-    for item in _BLOCKS.decode(content):
-        kind = value(item.get("type"))
-        if kind == "text":
-            texts.append(value(item.get("text"), ""))
-        elif kind == "image":
-            images.append(_image(_FIELDS.decode(item["source"]) if "source" in item else {}))
+    texts: list[str | Raw] = []
+    images: list[dict[str, Any]] = []
+    for raw in _ITEMS.decode(content):
+        item = _as_block(raw)
+        if type(item) is Text:
+            texts.append(string(item.text))
+        elif type(item) is Image:
+            images.append(_image(item.source))
         else:
-            texts.append(msgspec.json.encode(item).decode())
-    return "\n".join(texts), images
+            texts.append(bytes(raw).decode())
+    if len(texts) == 1:
+        return texts[0], images
+    return "\n".join(map(text_of, texts)), images
 
 
 def is_injected_text(texts: list[str | Raw]) -> bool:
     """True when the only text of a user line is harness-injected context."""
-    return bool(texts) and all(text_of(t).lstrip().startswith(_HIDDEN_PREFIXES) for t in texts)
+    return bool(texts) and all(_starts_injected(t) for t in texts)
+
+
+def _starts_injected(text: str | Raw) -> bool:
+    if isinstance(text, Raw):
+        head = bytes(memoryview(text)[1:_PREFIX_BYTES])
+        # The prefixes are plain ASCII, so unless an escape comes first, the JSON string's first
+        # bytes are its first characters; with one, decode it properly.
+        text = _ANY.decode(text) if b"\\" in head else head.decode("utf-8", "ignore")
+    return text.lstrip().startswith(_HIDDEN_PREFIXES)
 
 
 def usage_snapshot(raw: Any) -> tuple[Usage | None, dict[str, Any] | None]:
     """The contract's usage fields and the rest of the API's usage object (for metadata)."""
     if not isinstance(raw, dict):
         return None, None
-    usage = {k: v for k in USAGE_KEYS if isinstance(v := raw.get(k), int) and v >= 0}
+    usage = {k: v for k in USAGE_KEYS if type(v := raw.get(k)) is int and v >= 0}
     extra = {k: v for k, v in raw.items() if k not in USAGE_KEYS and v is not None}
     return usage, extra or None
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
 
+from parsers import claude_code
 from parsers.base import Chunk
 from parsers.claude_code import parse_chunk
 from sync_workers.sources.claude_code import tracked
@@ -133,3 +135,61 @@ def _offset(path: Path, line_number: int) -> int:
     for _ in range(line_number - 1):
         offset = data.index(b"\n", offset) + 1
     return offset
+
+
+class _SlowPathOnly:
+    """Stands in for the one-call line decoder: every line takes the key-by-key path."""
+
+    @staticmethod
+    def decode(raw):
+        raise msgspec.ValidationError("forced slow path")
+
+
+@pytest.mark.parametrize("path", [CLAUDE / "real-v1.0.95-excerpt-first40lines.jsonl", SUBAGENT_SESSION,
+                                  SUBAGENT, EDGE], ids=lambda p: p.name)
+def test_fast_and_slow_decoding_paths_give_the_same_conversations(path: Path, monkeypatch):
+    fast = golden_view(parse_file(path))
+    monkeypatch.setattr(claude_code, "_LINE", _SlowPathOnly)
+    assert golden_view(parse_file(path)) == fast
+
+
+def _lines(*records: object) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def test_keys_and_blocks_it_does_not_know_are_kept_not_dropped():
+    data = _lines(
+        {"type": "user", "uuid": "u1", "sessionId": "s", "futureKey": {"a": 1},
+         "message": {"role": "user", "content": "hi", "futureBodyKey": [1, 2]}},
+        {"type": "assistant", "uuid": "a1", "sessionId": "s", "requestId": "r",
+         "message": {"id": "m", "role": "assistant", "stop_reason": "end_turn",
+                     "content": [{"type": "text", "text": "ok"}, {"type": "hologram", "beam": 3}]}},
+    )
+    parsed = parse_chunk(Chunk(data, "s.jsonl"))
+    user, assistant = jsonable(parsed.conversations)[0]["messages"]
+    assert user["metadata"]["futureKey"] == {"a": 1}
+    assert user["metadata"]["message"] == {"futureBodyKey": [1, 2]}
+    assert assistant["text"] == "ok"
+    assert assistant["metadata"]["unknown_blocks"] == [{"index": 1, "block": {"type": "hologram", "beam": 3}}]
+    assert parsed.issues == []
+
+
+def test_odd_shapes_never_stop_the_file():
+    """Values of types the format never has: each line is kept or counted, the next ones still read."""
+    data = _lines(
+        {"type": "user", "uuid": "u1", "sessionId": "s", "message": {"role": "user", "content": [1, "x"]}},
+        {"type": "assistant", "uuid": "a1", "sessionId": "s",
+         "message": {"id": "m", "content": [{"type": "text", "text": 5}], "usage": [1]}},
+        {"type": "user", "uuid": "u2", "sessionId": "s", "message": "not an object"},
+        {"type": ["a", "list"], "uuid": "x1", "sessionId": "s"},
+        {"type": "user", "uuid": "u3", "sessionId": "s", "message": {"role": "user", "content": "still read"}},
+    )
+    parsed = parse_chunk(Chunk(data, "s.jsonl"))
+    messages = {m["id"]: m for c in jsonable(parsed.conversations) for m in c["messages"]}
+    validate_batch(as_batch("claude_code", parsed.conversations))
+    assert messages["u1"]["metadata"]["unknown_blocks"] == [{"index": 0, "block": 1}, {"index": 1, "block": "x"}]
+    assert messages["a1"]["text"] == "5"
+    assert messages["u3"]["text"] == "still read"
+    assert parsed.consumed == len(data)
+    assert [i.line for i in parsed.issues] == [4]
+    assert "unexpected record shape" in parsed.issues[0].reason
