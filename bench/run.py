@@ -5,7 +5,8 @@
 1. Generates (once, cached in ``bench/out/``) a realistic Claude Code corpus of ``--mb`` MB.
 2. Bare loop: read every file, split lines, ``orjson.loads`` each line. Best of 3, warm cache.
 3. ``sync-worker claude_code --once`` into a fresh local archive, as a user runs it (a subprocess,
-   interpreter start-up included). Best of 3.
+   interpreter start-up included), parsing in one process per core (the default) and in the
+   worker's own process (``worker.processes: 1``). Best of 3 each.
 4. A 100 MB session file: backfill it, append one line, run ``--once`` again; report the time and
    the bytes the re-check read (from the worker's own summary).
 """
@@ -43,11 +44,16 @@ def bare_loop(files: list[Path]) -> tuple[float, int, int]:
     return time.perf_counter() - started, total, lines
 
 
-def backfill(projects: Path, state: Path) -> tuple[float, str]:
+def backfill(projects: Path, state: Path, processes: int | None = None) -> tuple[float, str]:
+    """``sync-worker claude_code --once`` into a fresh archive; ``processes``: ``worker.processes``."""
     shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    config = state / "config.yaml"
+    config.write_text(f"worker:\n  processes: {'null' if processes is None else processes}\n")
     started = time.perf_counter()
-    result = subprocess.run([WORKER, "claude_code", "-projects-dir", str(projects), "-state-dir", str(state),
-                             "--once", "-log-level", "warning"], capture_output=True, text=True, check=True)
+    result = subprocess.run([WORKER, "claude_code", "-config", str(config), "-projects-dir", str(projects),
+                             "-state-dir", str(state), "--once", "-log-level", "warning"],
+                            capture_output=True, text=True, check=True)
     return time.perf_counter() - started, result.stdout.strip()
 
 
@@ -75,11 +81,12 @@ def main() -> None:
     print(f"bare orjson loop:      {bare:6.2f} s  {mb / bare:7.1f} MB/s  {info['lines'] / bare:9.0f} lines/s")
 
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [backfill(corpus / "projects", Path(tmp) / "state") for _ in range(args.runs)]
-        seconds, summary = min(runs)
-        print(f"sync-worker --once:    {seconds:6.2f} s  {mb / seconds:7.1f} MB/s  "
-              f"{info['messages'] / seconds:9.0f} messages/s  (ratio {bare / seconds:.2f} of the bare loop)")
-        print(f"  summary: {summary}")
+        for label, processes in (("one per core", None), ("in-process", 1)):
+            runs = [backfill(corpus / "projects", Path(tmp) / "state", processes) for _ in range(args.runs)]
+            seconds, summary = min(runs)
+            print(f"sync-worker --once, parsing {label}: {seconds:6.2f} s  {mb / seconds:7.1f} MB/s  "
+                  f"{info['messages'] / seconds:9.0f} messages/s  (ratio {bare / seconds:.2f} of the bare loop)")
+            print(f"  summary: {summary}")
 
         big = Path(tmp) / "big" / "-home-dev-big"
         big.mkdir(parents=True)

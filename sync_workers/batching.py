@@ -78,7 +78,8 @@ class Batcher:
         header_size = len(encode(fields)) + len(conversation.id) + 32
         record = self._open(conversation.id, fields, header_size, done)
         for message in conversation.messages:
-            encoded = encode_message(message)
+            # Messages read in a worker process arrive encoded already (``sources.parallel``).
+            encoded = message if type(message) is MessageRecord else encode_message(message)
             batch = self.current
             if batch.size + len(encoded.body) + 1 > self.max_bytes and (
                 record.messages or len(batch.conversations) > 1

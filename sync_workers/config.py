@@ -41,6 +41,8 @@ class WorkerConfig:
     max_batch_bytes: int = 4 * 1024 * 1024
     max_outbox_bytes: int = 256 * 1024 * 1024
     state_dir: str | None = None
+    processes: int | None = None
+    """Processes that parse a backfill's files; None: one per core."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +95,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "security.worker_token": (str,), "security.worker_token_file": (str,),
     "worker.check_interval": (int, float), "worker.schedule": (str,), "worker.batch_size": (int,),
     "worker.max_batch_bytes": (int,), "worker.max_outbox_bytes": (int,), "worker.state_dir": (str,),
+    "worker.processes": (int,),
 }
 _POSITIVE = {"server.timeout", "worker.check_interval", "worker.batch_size", "worker.max_batch_bytes",
-             "worker.max_outbox_bytes"}
+             "worker.max_outbox_bytes", "worker.processes"}
 
 
 def load(

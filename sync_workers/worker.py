@@ -146,7 +146,8 @@ class FileWorker:
         batcher = Batcher(self.name, self.source_type, batch_size, batch_bytes)
         cursors = state.cursors()
         files = list(self.files if self.files is not None else self.source.discover())
-        for delta in self.source.scan(files, cursors, state.acked_digests, report.stats):
+        for delta in self.source.scan(files, cursors, state.acked_digests, report.stats,
+                                      processes=config.processes):
             for conversation in delta.conversations:
                 for batch in batcher.add(conversation):
                     delivery.submit(batch)

@@ -67,10 +67,11 @@ class CodexSource(FileSource):
         cursors: Mapping[str, FileCursor],
         acked: Callable[[str], dict[str, str]],
         stats: ScanStats,
+        processes: int | None = 1,
     ) -> Iterator[Delta]:
         """The shared engine, after moving the cursors of rollouts that were archived (renamed)."""
         files = list(files)
         moved = follow_moves(files, cursors)
         if moved:
             yield Delta([], Advance(list(moved.values())))  # saved under the new path even if unchanged
-        yield from scan(self, files, {**cursors, **moved}, acked, stats)
+        yield from scan(self, files, {**cursors, **moved}, acked, stats, processes=processes)

@@ -6,7 +6,8 @@ check (ARCHITECTURE.md, "Noticing change"):
 
 * same identity, size and mtime: skipped without opening it;
 * grown with the same head (append-only JSONL): read from the saved offset, in chunks of at most
-  ``chunk_bytes``, so memory stays bounded whatever the file's size;
+  ``chunk_bytes``, so memory stays bounded whatever the file's size (``sources.append``); a
+  backfill spreads the files over one process per core (``sources.parallel``);
 * head changed, inode changed or shrunk (replaced, truncated, rotated): read again from 0;
 * whole documents: parsed again only when the MD5 of the whole file changed, and only
   messages whose digest differs from the one last acknowledged are sent.
@@ -24,14 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from parsers.base import Chunk, ChunkParser, DocumentParser
+from parsers.base import ChunkParser, DocumentParser
 from parsers.errors import ParseError, ParseIssue
 from parsers.schema import Conversation, encode
+from sync_workers.sources.append import HEAD_BYTES, AppendRead, identity
+from sync_workers.sources.parallel import read_appends
 from sync_workers.state import Advance, FileCursor
 
 __all__ = ["Delta", "FileSource", "ScanStats", "TrackedFile", "scan", "unsent"]
 
-HEAD_BYTES = 64 * 1024
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 
 
@@ -90,11 +92,13 @@ class FileSource:
         cursors: Mapping[str, FileCursor],
         acked: Callable[[str], dict[str, str]],
         stats: ScanStats,
+        processes: int | None = 1,
     ) -> Iterator[Delta]:
-        """What is new in ``files``, as deltas. Sources whose data is not one file per stream
-        (a database, a tree of small files) override this and keep their cursors under keys of
-        their own in the same table; the worker and delivery stay the same."""
-        return scan(self, files, cursors, acked, stats)
+        """What is new in ``files``, as deltas, read in up to ``processes`` processes. Sources
+        whose data is not one file per stream (a database, a tree of small files) override this
+        and keep their cursors under keys of their own in the same table; the worker and
+        delivery stay the same."""
+        return scan(self, files, cursors, acked, stats, processes=processes)
 
     def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
         """Cursor keys whose files are gone (Claude Code deletes old transcripts): to forget."""
@@ -109,8 +113,12 @@ def scan(
     acked: Callable[[str], dict[str, str]],
     stats: ScanStats,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    processes: int | None = 1,
 ) -> Iterator[Delta]:
-    """Read what is new in ``files``; see the module docstring."""
+    """Read what is new in ``files``; see the module docstring. Documents are read as they come,
+    append-only files after them: in up to ``processes`` processes (None: one per core) when
+    there is a lot to read (``sources.parallel``)."""
+    appends: list[AppendRead] = []
     for tracked in files:
         stats.files += 1
         path = str(tracked.path)
@@ -124,67 +132,16 @@ def scan(
             continue
         try:
             if tracked.kind == "append":
-                yield from _read_append(source, tracked, st, cursor, stats, chunk_bytes)
+                parse = type(source).parse_chunk
+                assert parse is not None, f"{source.name}: append files need parse_chunk"
+                appends.append(AppendRead(parse, path, tracked.hints, st, cursor, chunk_bytes))
+                stats.files_read += 1
             else:
                 yield from _read_document(source, tracked, st, cursor, acked, stats)
         except OSError as exc:
             stats.issues.append(ParseIssue(path, None, f"unreadable: {exc.strerror or exc}"))
-
-
-def _identity(path: str, st: os.stat_result, head: bytes) -> FileCursor:
-    return FileCursor(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, len(head),
-                      hashlib.md5(head, usedforsecurity=False).hexdigest())
-
-
-def _read_append(
-    source: FileSource, tracked: TrackedFile, st: os.stat_result, cursor: FileCursor | None,
-    stats: ScanStats, chunk_bytes: int,
-) -> Iterator[Delta]:
-    path = str(tracked.path)
-    parse = type(source).parse_chunk
-    assert parse is not None, f"{source.name}: append files need parse_chunk"
-    size = st.st_size  # read up to what was there at stat time; growth is the next check's
-    with open(path, "rb") as handle:
-        offset, state = 0, {}
-        head = handle.read(min(size, HEAD_BYTES))
-        identity = _identity(path, st, head)
-        if cursor is not None and cursor.ino == st.st_ino and cursor.dev == st.st_dev and size >= cursor.offset:
-            # Compare over the length hashed last time: a small file's head grows with it. A file of
-            # 64 KiB or more has the same head length both times, so its digest is reused, not redone.
-            same = (identity.head_md5 if cursor.head_len == len(head)
-                    else hashlib.md5(head[: cursor.head_len], usedforsecurity=False).hexdigest())
-            if same == cursor.head_md5:
-                offset, state = cursor.offset, cursor.parser_state
-        stats.files_read += 1
-        position, want, saved = offset, chunk_bytes, False
-        while position < size:
-            handle.seek(position)
-            data = handle.read(min(want, size - position))
-            if not data:
-                break
-            at_end = position + len(data) >= size
-            parsed = parse(Chunk(data, path, position, state, dict(tracked.hints), at_end))
-            stats.bytes_read += len(data)
-            stats.records += parsed.records
-            stats.issues.extend(parsed.issues)
-            if parsed.consumed == 0 and not at_end:
-                want *= 2  # one line longer than a chunk: read more of it
-                continue
-            position += parsed.consumed
-            state = parsed.state
-            want = chunk_bytes
-            done = at_end or parsed.consumed == 0
-            if done and at_end and not data.endswith(b"\n"):
-                stats.incomplete.append(path)  # the writer is in the middle of the last line
-            moved = FileCursor(**{**_fields(identity), "offset": position, "parser_state": state})
-            if not done:
-                moved.size = -1  # a crash here must not look like "unchanged" on restart
-            yield Delta(parsed.conversations, Advance([moved]))
-            saved = True
-            if done:
-                break
-        if not saved:  # touched, or nothing at all after the cursor: remember the new identity
-            yield Delta([], Advance([FileCursor(**{**_fields(identity), "offset": position, "parser_state": state})]))
+    for conversations, advance in read_appends(appends, stats, processes):
+        yield Delta(conversations, advance)
 
 
 def _read_document(
@@ -197,7 +154,7 @@ def _read_document(
     data = Path(path).read_bytes()
     stats.files_read += 1
     stats.bytes_read += len(data)
-    moved = _identity(path, st, data[:HEAD_BYTES])
+    moved = identity(path, st, data[:HEAD_BYTES])
     moved.doc_md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
     moved.offset = len(data)
     if cursor is not None and cursor.doc_md5 == moved.doc_md5:
@@ -244,5 +201,3 @@ def _digest(value: Any) -> str:
     return hashlib.md5(encode(value), usedforsecurity=False).hexdigest()
 
 
-def _fields(cursor: FileCursor) -> dict[str, Any]:
-    return {name: getattr(cursor, name) for name in cursor.__slots__}

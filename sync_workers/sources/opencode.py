@@ -56,7 +56,9 @@ class OpenCodeSource(FileSource):
         cursors: Mapping[str, FileCursor],
         acked: Callable[[str], dict[str, str]],
         stats: ScanStats,
+        processes: int | None = 1,
     ) -> Iterator[Delta]:
+        """The JSON tree and the database; read in this process (``processes`` is for JSONL files)."""
         self._present = {}
         return scan_stores(files, cursors, acked, stats, self._present, self._kept)
 

@@ -1,0 +1,153 @@
+"""Reading an append-only file (JSONL) from its cursor, one chunk at a time.
+
+Split in two so the expensive half can run in another process (``sources.parallel``):
+:func:`read_chunk` reads and parses one chunk and touches nothing else (no state, no
+stats), and :class:`AppendRead` is the bookkeeping around it: where the next chunk
+starts, what the cursor becomes, what the stats say. Memory stays bounded by the chunk size
+whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from parsers.base import Chunk, ChunkParser
+from parsers.errors import ParseIssue
+from parsers.schema import Conversation
+from sync_workers.state import Advance, FileCursor
+
+__all__ = ["HEAD_BYTES", "AppendRead", "ChunkRead", "identity", "read_chunk"]
+
+HEAD_BYTES = 64 * 1024
+
+
+@dataclass(slots=True)
+class ChunkRead:
+    """What one chunk gave: the parser's result and what the bookkeeping needs to know."""
+
+    conversations: list[Conversation]
+    consumed: int
+    state: dict[str, Any]
+    records: int
+    issues: list[ParseIssue]
+    length: int
+    at_end: bool
+    ends_in_newline: bool
+
+
+@dataclass(slots=True)
+class ReadRequest:
+    """The arguments of one :func:`read_chunk` call (plain data: it may cross to a process)."""
+
+    parse: ChunkParser
+    path: str
+    position: int
+    length: int
+    size: int
+    state: dict[str, Any]
+    hints: dict[str, Any] = field(default_factory=dict)
+
+
+def read_chunk(request: ReadRequest, finish: Callable[[list[Conversation]], None] | None = None) -> ChunkRead:
+    """Read ``request.length`` bytes at ``request.position`` and parse them.
+
+    ``finish`` may transform the conversations where the chunk was read (the parallel reader
+    encodes messages there, so the bytes cross processes once, already in their final form).
+    """
+    with open(request.path, "rb") as handle:
+        handle.seek(request.position)
+        data = handle.read(request.length)
+    at_end = request.position + len(data) >= request.size
+    parsed = request.parse(Chunk(data, request.path, request.position, request.state, request.hints, at_end))
+    if finish is not None:
+        finish(parsed.conversations)
+    return ChunkRead(parsed.conversations, parsed.consumed, parsed.state, parsed.records, parsed.issues,
+                     len(data), at_end, data.endswith(b"\n"))
+
+
+def identity(path: str, st: os.stat_result, head: bytes) -> FileCursor:
+    return FileCursor(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, len(head),
+                      hashlib.md5(head, usedforsecurity=False).hexdigest())
+
+
+class AppendRead:
+    """One file's read from its cursor to the size it had at stat time (growth is the next check's).
+
+    A file whose identity still matches its cursor (same inode, head unchanged, not shrunk) is
+    read from the cursor's offset with the parser state saved there; any other from 0.
+    """
+
+    def __init__(
+        self, parse: ChunkParser, path: str, hints: Mapping[str, Any], st: os.stat_result,
+        cursor: FileCursor | None, chunk_bytes: int,
+    ) -> None:
+        self.parse = parse
+        self.path = path
+        self.hints = dict(hints)
+        self.size = st.st_size
+        self.chunk_bytes = chunk_bytes
+        with open(path, "rb") as handle:
+            head = handle.read(min(self.size, HEAD_BYTES))
+        self.identity = identity(path, st, head)
+        self.position, self.state = 0, {}
+        if cursor is not None and cursor.ino == st.st_ino and cursor.dev == st.st_dev and self.size >= cursor.offset:
+            # Compare over the length hashed last time: a small file's head grows with it. A file of
+            # 64 KiB or more has the same head length both times, so its digest is reused, not redone.
+            same = (self.identity.head_md5 if cursor.head_len == len(head)
+                    else hashlib.md5(head[: cursor.head_len], usedforsecurity=False).hexdigest())
+            if same == cursor.head_md5:
+                self.position, self.state = cursor.offset, cursor.parser_state
+        self.want = chunk_bytes
+        self.done = self.position >= self.size
+        self.saved = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes left to read."""
+        return self.size - self.position
+
+    def request(self) -> ReadRequest | None:
+        """The next chunk to read, or None when the file is read."""
+        if self.done:
+            return None
+        return ReadRequest(self.parse, self.path, self.position, min(self.want, self.size - self.position),
+                           self.size, self.state, self.hints)
+
+    def take(self, read: ChunkRead, stats: Any) -> tuple[list[Conversation], Advance] | None:
+        """Account for a chunk read; the conversations it gave and the cursor that moves with
+        them, or None when the chunk held no complete line (it is read again, twice as long)."""
+        stats.bytes_read += read.length
+        stats.records += read.records
+        stats.issues.extend(read.issues)
+        if read.length == 0:  # the file shrank under us: the next check sees it changed
+            self.done = True
+            return None
+        if read.consumed == 0 and not read.at_end:
+            self.want *= 2  # one line longer than a chunk: read more of it
+            return None
+        self.position += read.consumed
+        self.state = read.state
+        self.want = self.chunk_bytes
+        self.done = read.at_end or read.consumed == 0
+        if self.done and read.at_end and not read.ends_in_newline:
+            stats.incomplete.append(self.path)  # the writer is in the middle of the last line
+        moved = self.cursor()
+        if not self.done:
+            moved.size = -1  # a crash here must not look like "unchanged" on restart
+        self.saved = True
+        return read.conversations, Advance([moved])
+
+    def closing(self) -> Advance | None:
+        """For a file touched but not grown (or with nothing after its cursor): its new identity."""
+        return None if self.saved else Advance([self.cursor()])
+
+    def cursor(self) -> FileCursor:
+        return FileCursor(**{**_fields(self.identity), "offset": self.position, "parser_state": self.state})
+
+
+def _fields(cursor: FileCursor) -> dict[str, Any]:
+    return {name: getattr(cursor, name) for name in cursor.__slots__}

@@ -1,0 +1,162 @@
+"""Read append-only files serially, or, for a backfill, in worker processes on every core.
+
+Parsing is pure Python, so threads cannot share it out; processes can. A check with at least
+``PARALLEL_MIN_BYTES`` to read over two or more files hands each file's chunks to a process
+pool: the chunks of one file one after another (each starts where the last one stopped, with
+its parser state), different files at the same time. The child also encodes the messages, so
+what comes back is the bytes the sink stores, and this process only does the bookkeeping and
+the writing. A daemon's re-check reads a few new bytes and stays in this process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from parsers.errors import ParseIssue
+from parsers.schema import Conversation
+from sync_workers.batching import encode_message
+from sync_workers.sources.append import AppendRead, ChunkRead, ReadRequest, read_chunk
+from sync_workers.state import Advance
+from sync_workers.store import MessageRecord
+
+__all__ = ["PARALLEL_MIN_BYTES", "default_processes", "read_appends"]
+
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+
+
+def default_processes() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def read_appends(
+    reads: list[AppendRead], stats: Any, processes: int | None
+) -> Iterator[tuple[list[Conversation], Advance]]:
+    """Everything new in ``reads``: (conversations, the advance that moves with them).
+    ``processes``: at most that many worker processes; None: one per core."""
+    processes = default_processes() if processes is None else processes
+    if processes > 1 and len(reads) > 1 and sum(r.pending for r in reads) >= PARALLEL_MIN_BYTES:
+        yield from _in_processes(reads, stats, processes)
+        return
+    for read in reads:
+        while (request := read.request()) is not None:
+            try:
+                chunk = read_chunk(request)
+            except OSError as exc:
+                _unreadable(stats, read, exc)
+                break
+            yield from _take(read, chunk, stats)
+        else:
+            yield from _closing(read)
+
+
+def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterator[tuple[list[Conversation], Advance]]:
+    # fork is cheap and the children need nothing re-imported; it is unsafe on macOS.
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    waiting = deque(reads)
+    running: dict[Future[ChunkRead], tuple[AppendRead, ReadRequest]] = {}
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_ignore_ctrl_c)
+    broken = False
+    try:
+        while waiting or running:
+            while waiting and len(running) < 2 * processes:  # two in flight per process: none idles
+                read = waiting.popleft()
+                request = read.request()
+                if request is None:
+                    yield from _closing(read)
+                elif broken:
+                    yield from _take(read, _unpack(_read_encoded(request)), stats)
+                    waiting.appendleft(read)
+                else:
+                    running[pool.submit(_read_encoded, request)] = (read, request)
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                read, request = running.pop(future)
+                try:
+                    chunk = _unpack(future.result())
+                except OSError as exc:
+                    _unreadable(stats, read, exc)
+                    continue
+                except BrokenProcessPool:  # a child was killed (out of memory?): go on in this process
+                    broken = True
+                    chunk = _unpack(_read_encoded(request))
+                yield from _take(read, chunk, stats)
+                waiting.appendleft(read)  # its next chunk, or its closing, before other files
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_ctrl_c() -> None:
+    """Ctrl-C reaches the whole process group: the parent decides, stops reading and shuts the
+    pool down (a child that died of it would only be read again in the parent). SIGTERM stays:
+    the pool uses it to end a broken child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _read_encoded(request: ReadRequest) -> ChunkRead:
+    """In a worker process: read, parse, encode, and pack for the trip back (``_unpack``)."""
+    chunk = read_chunk(request)
+    chunk.conversations = _pack(chunk.conversations)  # type: ignore[assignment]
+    return chunk
+
+
+_FIELDS = tuple(name for name in Conversation.__slots__ if name not in ("id", "messages"))
+
+
+def _pack(conversations: list[Conversation]) -> tuple[bytes, list[tuple[Any, ...]]]:
+    """The encoded messages as one blob plus plain tuples: pickling 30,000 small dataclasses
+    costs more than parsing them did; one bytes object and tuples of str cost next to nothing."""
+    parts: list[bytes] = []
+    packed = []
+    for conversation in conversations:
+        messages = []
+        for message in conversation.messages:
+            record = encode_message(message)
+            parts.append(record.body)
+            messages.append((record.id, record.role, record.created_at, record.visibility, len(record.body)))
+        packed.append((conversation.id, tuple(getattr(conversation, f) for f in _FIELDS), messages))
+    return b"".join(parts), packed
+
+
+def _unpack(chunk: ChunkRead) -> ChunkRead:
+    blob, packed = chunk.conversations  # type: ignore[misc]
+    conversations = []
+    position = 0
+    for conv_id, fields, messages in packed:
+        records = []
+        for message_id, role, created_at, visibility, length in messages:
+            records.append(MessageRecord(message_id, role, created_at, visibility, blob[position:position + length]))
+            position += length
+        conversation = Conversation(conv_id, records, **dict(zip(_FIELDS, fields, strict=True)))  # type: ignore[arg-type]
+        conversations.append(conversation)
+    chunk.conversations = conversations
+    return chunk
+
+
+def _take(read: AppendRead, chunk: ChunkRead, stats: Any) -> Iterator[tuple[list[Conversation], Advance]]:
+    taken = read.take(chunk, stats)
+    if taken is not None:
+        yield taken
+
+
+def _closing(read: AppendRead) -> Iterator[tuple[list[Conversation], Advance]]:
+    advance = read.closing()
+    if advance is not None:
+        yield [], advance
+
+
+def _unreadable(stats: Any, read: AppendRead, exc: OSError) -> None:
+    stats.issues.append(ParseIssue(read.path, None, f"unreadable: {exc.strerror or exc}"))
