@@ -42,7 +42,7 @@ class WorkerConfig:
     max_outbox_bytes: int = 256 * 1024 * 1024
     state_dir: str | None = None
     processes: int | None = None
-    """Processes that parse a backfill's files; None: one per core."""
+    """Processes that parse a backfill's files; None: one per core but one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS {dead_letters} (
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS {owners} (
+    message_id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -80,13 +84,16 @@ class Advance:
 
     cursors: list[FileCursor] = field(default_factory=list)
     acked: list[tuple[str, str, str]] = field(default_factory=list)
+    owned: list[tuple[str, str]] = field(default_factory=list)
+    """(message id, conversation id): the conversation a message id was first seen in."""
 
     def extend(self, other: Advance) -> None:
         self.cursors.extend(other.cursors)
         self.acked.extend(other.acked)
+        self.owned.extend(other.owned)
 
     def __bool__(self) -> bool:
-        return bool(self.cursors or self.acked)
+        return bool(self.cursors or self.acked or self.owned)
 
 
 @dataclass(slots=True)
@@ -107,7 +114,7 @@ class State:
         """``namespace`` prefixes the table names, so a worker's state can live inside the local
         archive's file and move in the same transaction as the records (see ``sinks.archive``)."""
         self.path = Path(path)
-        self.names = {t: f"{namespace}{t}" for t in ("files", "acked", "outbox", "dead_letters", "meta")}
+        self.names = {t: f"{namespace}{t}" for t in ("files", "acked", "outbox", "dead_letters", "meta", "owners")}
         self.db = connect(path)
         self.db.executescript(_SCHEMA.format(**self.names))
 
@@ -155,6 +162,19 @@ class State:
         )
         return dict(rows.fetchall())
 
+    def owners(self, message_ids: list[str]) -> dict[str, str]:
+        """The conversation each of ``message_ids`` was first seen in, for those seen before.
+
+        Sources whose files copy messages from one another (a resumed Claude Code session
+        re-copies its predecessor's records, same ids) tell copies from originals with it."""
+        found: dict[str, str] = {}
+        for start in range(0, len(message_ids), 500):  # under SQLite's limit on parameters
+            part = message_ids[start:start + 500]
+            found.update(self.db.execute(
+                self._q("SELECT message_id, conversation_id FROM {owners} WHERE message_id IN (%s)")
+                % ",".join("?" * len(part)), part).fetchall())
+        return found
+
     def commit(self, advance: Advance) -> None:
         with self.transaction() as db:
             self.apply(db, advance)
@@ -172,6 +192,8 @@ class State:
             )
         if advance.acked:
             db.executemany(self._q("INSERT OR REPLACE INTO {acked} VALUES (?, ?, ?)"), advance.acked)
+        if advance.owned:
+            db.executemany(self._q("INSERT OR IGNORE INTO {owners} VALUES (?, ?)"), advance.owned)
 
     # -- outbox -----------------------------------------------------------------------------
 

@@ -83,9 +83,10 @@ class AppendRead:
 
     def __init__(
         self, parse: ChunkParser, path: str, hints: Mapping[str, Any], st: os.stat_result,
-        cursor: FileCursor | None, chunk_bytes: int,
+        cursor: FileCursor | None, chunk_bytes: int, group: str | None = None,
     ) -> None:
         self.parse = parse
+        self.group = group
         self.path = path
         self.hints = dict(hints)
         self.size = st.st_size

@@ -4,18 +4,34 @@ Layouts found (format notes §2, §6): the session file; ``agent-<id>.jsonl`` be
 the parent named by the records' ``sessionId``); ``<session>/subagents/agent-<id>.jsonl`` with
 an ``agent-<id>.meta.json`` sidecar (2.1.x). Each subagent is its own conversation, linked to
 its session.
+
+Resumed sessions (format notes §1, §5.2): ``--resume`` starts a new file that re-copies records
+of the session it resumes, with their ``uuid``s. The first conversation a message id was seen
+in owns it (``State.owners``, kept with the cursors); a later copy is sent with ``visibility:
+replayed`` and no usage, so it is neither shown nor counted twice, and its conversation names
+the owner as ``parent_conversation_id`` with ``relation: resume``. For "first" to mean the
+session that started first, a project's files are read in the order of their first record's
+time, one after another (``TrackedFile.group``), also when a backfill uses several processes.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 
 from parsers import claude_code
-from sync_workers.sources.files import FileSource, TrackedFile
+from parsers.schema import Conversation, Message
+from sync_workers.sources.files import Delta, FileSource, ScanStats, TrackedFile, scan
+from sync_workers.state import FileCursor
+from sync_workers.store import MessageRecord
+
+_TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*"([^"]{10,40})"')
+_HEAD = 16 * 1024
 
 
 def default_projects_dirs() -> list[Path]:
@@ -41,6 +57,22 @@ class ClaudeCodeSource(FileSource):
         for root in self.roots():
             yield from _walk(root)
 
+    def scan(
+        self,
+        files: Iterable[TrackedFile],
+        cursors: Mapping[str, FileCursor],
+        acked: Callable[[str], dict[str, str]],
+        stats: ScanStats,
+        processes: int | None = 1,
+        owners: Callable[[list[str]], dict[str, str]] | None = None,
+    ) -> Iterator[Delta]:
+        """The shared engine over the files in the order they started, resumed copies marked."""
+        ordered = sorted(files, key=lambda f: (f.group or "", _started(f, cursors), str(f.path)))
+        seen: dict[str, str] = {}
+        for delta in scan(self, ordered, cursors, acked, stats, processes=processes):
+            _mark_copies(delta, owners or (lambda ids: {}), seen)
+            yield delta
+
     def discover_paths(self, paths: Iterable[Path]) -> Iterable[TrackedFile]:
         for path in paths:
             if path.is_dir():
@@ -51,10 +83,11 @@ class ClaudeCodeSource(FileSource):
 
 
 def tracked(path: Path) -> TrackedFile:
-    """The file with the hints its place in the layout gives."""
+    """The file with the hints its place in the layout gives; its group is its project folder."""
     name = path.name
+    project = str(path.parent.parent.parent if path.parent.name == "subagents" else path.parent)
     if not name.startswith("agent-"):
-        return TrackedFile(path, "append", {"session_id": name.removesuffix(".jsonl")})
+        return TrackedFile(path, "append", {"session_id": name.removesuffix(".jsonl")}, project)
     hints: dict[str, object] = {"agent_id": name.removesuffix(".jsonl").removeprefix("agent-")}
     if path.parent.name == "subagents":
         hints["parent_session"] = path.parent.parent.name
@@ -65,7 +98,74 @@ def tracked(path: Path) -> TrackedFile:
             meta = None
         if isinstance(meta, dict):
             hints["meta"] = meta
-    return TrackedFile(path, "append", hints)
+    return TrackedFile(path, "append", hints, project)
+
+
+def _started(tracked: TrackedFile, cursors: Mapping[str, FileCursor]) -> tuple[str, str]:
+    """When a file's session ran, from its records: the first and the last time in it. A resumed
+    file's copies keep their original times, so its first time can equal its original's; the
+    original's last time is earlier. A file the cursors say is unchanged is skipped by the scan
+    and not read here for nothing."""
+    path = str(tracked.path)
+    cursor = cursors.get(path)
+    try:
+        st = os.stat(path)
+        if cursor is not None and (cursor.size, cursor.mtime_ns, cursor.ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return "", ""
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD)
+            handle.seek(max(0, st.st_size - _HEAD))
+            tail = handle.read(_HEAD)
+    except OSError:
+        return "", ""
+    lines = tail.split(b"\n")[1:-1] if len(tail) == _HEAD else tail.split(b"\n")[:-1]  # whole lines only
+    first = _time_of(head.split(b"\n", 1)[0], head)
+    last = next(filter(None, (_time_of(line) for line in reversed(lines))), None)
+    if first is None or last is None:
+        return "~", "~"  # no time: after those with one
+    return first, last
+
+
+def _time_of(line: bytes, fallback: bytes | None = None) -> str | None:
+    """A record's ``timestamp``; in a line cut short, the first one that looks like it."""
+    try:
+        value = orjson.loads(line).get("timestamp")
+        return value if isinstance(value, str) else None
+    except (orjson.JSONDecodeError, AttributeError):
+        match = _TIMESTAMP.search(fallback) if fallback is not None else None
+        return match.group(1).decode("utf-8", "replace") if match else None
+
+
+def _mark_copies(delta: Delta, owners: Callable[[list[str]], dict[str, str]], seen: dict[str, str]) -> None:
+    """Mark messages first seen in another conversation as replayed copies; record the rest as
+    owned by their conversation (saved with the delta's cursor)."""
+    ids = [m.id for c in delta.conversations for m in c.messages if m.id not in seen and "@" not in m.id]
+    known = owners(ids) if ids else {}
+    for conversation in delta.conversations:
+        for index, message in enumerate(conversation.messages):
+            if "@" in message.id:  # derived from a position in its file: not shared with another
+                continue
+            owner = seen.get(message.id) or known.get(message.id)
+            if owner is None:
+                seen[message.id] = conversation.id
+                delta.advance.owned.append((message.id, conversation.id))
+            elif owner != conversation.id:
+                conversation.messages[index] = _replayed(message)
+                _link(conversation, owner)
+
+
+def _replayed(message: Message | MessageRecord) -> Message | MessageRecord:
+    if isinstance(message, Message):
+        return replace(message, visibility="replayed", usage=None)
+    body = orjson.loads(message.body)  # read in a worker process: encoded already
+    body.update(visibility="replayed", usage=None)
+    return MessageRecord(message.id, message.role, message.created_at, "replayed", orjson.dumps(body))
+
+
+def _link(conversation: Conversation, owner: str) -> None:
+    if conversation.relation is None:  # a subagent stays linked to its session
+        conversation.parent_conversation_id = owner
+        conversation.relation = "resume"
 
 
 def _walk(root: Path) -> Iterable[TrackedFile]:

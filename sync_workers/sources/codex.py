@@ -68,6 +68,7 @@ class CodexSource(FileSource):
         acked: Callable[[str], dict[str, str]],
         stats: ScanStats,
         processes: int | None = 1,
+        owners: Callable[[list[str]], dict[str, str]] | None = None,
     ) -> Iterator[Delta]:
         """The shared engine, after moving the cursors of rollouts that were archived (renamed)."""
         files = list(files)

@@ -42,6 +42,9 @@ class TrackedFile:
     path: Path
     kind: Literal["append", "document"]
     hints: Mapping[str, Any] = field(default_factory=dict)
+    group: str | None = None
+    """Files of one group are read one after another, in the order given, even when a backfill
+    reads files in several processes (a resumed session after the one it copies from)."""
 
 
 @dataclass(slots=True)
@@ -93,11 +96,13 @@ class FileSource:
         acked: Callable[[str], dict[str, str]],
         stats: ScanStats,
         processes: int | None = 1,
+        owners: Callable[[list[str]], dict[str, str]] | None = None,
     ) -> Iterator[Delta]:
         """What is new in ``files``, as deltas, read in up to ``processes`` processes. Sources
         whose data is not one file per stream (a database, a tree of small files) override this
         and keep their cursors under keys of their own in the same table; the worker and
-        delivery stay the same."""
+        delivery stay the same. ``owners`` (``State.owners``) is for sources whose files copy
+        messages from one another."""
         return scan(self, files, cursors, acked, stats, processes=processes)
 
     def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
@@ -116,7 +121,7 @@ def scan(
     processes: int | None = 1,
 ) -> Iterator[Delta]:
     """Read what is new in ``files``; see the module docstring. Documents are read as they come,
-    append-only files after them: in up to ``processes`` processes (None: one per core) when
+    append-only files after them: in up to ``processes`` processes (None: one per core but one) when
     there is a lot to read (``sources.parallel``)."""
     appends: list[AppendRead] = []
     for tracked in files:
@@ -134,7 +139,7 @@ def scan(
             if tracked.kind == "append":
                 parse = type(source).parse_chunk
                 assert parse is not None, f"{source.name}: append files need parse_chunk"
-                appends.append(AppendRead(parse, path, tracked.hints, st, cursor, chunk_bytes))
+                appends.append(AppendRead(parse, path, tracked.hints, st, cursor, chunk_bytes, tracked.group))
                 stats.files_read += 1
             else:
                 yield from _read_document(source, tracked, st, cursor, acked, stats)

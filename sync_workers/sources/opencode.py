@@ -57,6 +57,7 @@ class OpenCodeSource(FileSource):
         acked: Callable[[str], dict[str, str]],
         stats: ScanStats,
         processes: int | None = 1,
+        owners: Callable[[list[str]], dict[str, str]] | None = None,
     ) -> Iterator[Delta]:
         """The JSON tree and the database; read in this process (``processes`` is for JSONL files)."""
         self._present = {}

@@ -1,9 +1,10 @@
-"""Read append-only files serially, or, for a backfill, in worker processes on every core.
+"""Read append-only files serially, or, for a backfill, in worker processes on the other cores.
 
 Parsing is pure Python, so threads cannot share it out; processes can. A check with at least
 ``PARALLEL_MIN_BYTES`` to read over two or more files hands each file's chunks to a process
 pool: the chunks of one file one after another (each starts where the last one stopped, with
-its parser state), different files at the same time. The child also encodes the messages, so
+its parser state), and the files of one group (``TrackedFile.group``) one after another, in
+order; different files at the same time. The child also encodes the messages, so
 what comes back is the bytes the sink stores, and this process only does the bookkeeping and
 the writing. A daemon's re-check reads a few new bytes and stays in this process.
 """
@@ -33,18 +34,20 @@ PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 
 
 def default_processes() -> int:
-    """The cores this process may run on."""
+    """One per core this process may run on, less the one the writer (this process) needs: on
+    two cores, moving the results between processes costs about what the second core gives."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def read_appends(
     reads: list[AppendRead], stats: Any, processes: int | None
 ) -> Iterator[tuple[list[Conversation], Advance]]:
     """Everything new in ``reads``: (conversations, the advance that moves with them).
-    ``processes``: at most that many worker processes; None: one per core."""
+    ``processes``: at most that many worker processes; None: ``default_processes()``."""
     processes = default_processes() if processes is None else processes
     if processes > 1 and len(reads) > 1 and sum(r.pending for r in reads) >= PARALLEL_MIN_BYTES:
         yield from _in_processes(reads, stats, processes)
@@ -68,10 +71,18 @@ def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterat
     running: dict[Future[ChunkRead], tuple[AppendRead, ReadRequest]] = {}
     pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_ignore_ctrl_c)
     broken = False
+    busy: set[str] = set()  # groups with a chunk in flight: their next file waits
+
+    def ready() -> AppendRead | None:
+        for index, read in enumerate(waiting):
+            if read.group is None or read.group not in busy:
+                del waiting[index]
+                return read
+        return None
+
     try:
         while waiting or running:
-            while waiting and len(running) < 2 * processes:  # two in flight per process: none idles
-                read = waiting.popleft()
+            while len(running) < 2 * processes and (read := ready()) is not None:  # two per process
                 request = read.request()
                 if request is None:
                     yield from _closing(read)
@@ -80,11 +91,14 @@ def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterat
                     waiting.appendleft(read)
                 else:
                     running[pool.submit(_read_encoded, request)] = (read, request)
+                    if read.group is not None:
+                        busy.add(read.group)
             if not running:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 read, request = running.pop(future)
+                busy.discard(read.group)  # type: ignore[arg-type]
                 try:
                     chunk = _unpack(future.result())
                 except OSError as exc:
