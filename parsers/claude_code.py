@@ -371,7 +371,8 @@ class _Run:
     def assistant(self, line: _Line, conversation: Conversation, start: int) -> None:
         body = line.message or _NO_BODY
         response_id = body.id
-        key = f"{response_id}|{line.requestId}" if response_id else None
+        request = line.requestId if line.requestId is not UNSET else None
+        key = f"{response_id}|{request}" if response_id else None
         group = self.group
         blocks, texts, unknown = convert_blocks(body.content)
         if group is not None and key is not None and group.key == key and group.conversation is conversation:

@@ -10,8 +10,8 @@ of the session it resumes, with their ``uuid``s. The first conversation a messag
 in owns it (``State.owners``, kept with the cursors); a later copy is sent with ``visibility:
 replayed`` and no usage, so it is neither shown nor counted twice, and its conversation names
 the owner as ``parent_conversation_id`` with ``relation: resume``. For "first" to mean the
-session that started first, a project's files are read in the order of their first record's
-time, one after another (``TrackedFile.group``), also when a backfill uses several processes.
+session that ran first, a project's files are read in the order of their first and last record
+times, one after another (``TrackedFile.group``), also when a backfill uses several processes.
 """
 
 from __future__ import annotations
