@@ -162,6 +162,10 @@ class State:
         )
         return dict(rows.fetchall())
 
+    def knows_owners(self) -> bool:
+        """Whether any message id has an owner yet: a first backfill looks none up."""
+        return self.db.execute(self._q("SELECT 1 FROM {owners} LIMIT 1")).fetchone() is not None
+
     def owners(self, message_ids: list[str]) -> dict[str, str]:
         """The conversation each of ``message_ids`` was first seen in, for those seen before.
 

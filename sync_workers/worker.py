@@ -147,7 +147,8 @@ class FileWorker:
         cursors = state.cursors()
         files = list(self.files if self.files is not None else self.source.discover())
         for delta in self.source.scan(files, cursors, state.acked_digests, report.stats,
-                                      processes=config.processes, owners=state.owners):
+                                      processes=config.processes,
+                                      owners=state.owners if state.knows_owners() else None):
             for conversation in delta.conversations:
                 for batch in batcher.add(conversation):
                     delivery.submit(batch)
