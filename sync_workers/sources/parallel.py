@@ -11,15 +11,12 @@ the writing. A daemon's re-check reads a few new bytes and stays in this process
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sys
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parsers.errors import ParseIssue
 from parsers.schema import Conversation
@@ -27,6 +24,9 @@ from sync_workers.batching import encode_message
 from sync_workers.sources.append import AppendRead, ChunkRead, ReadRequest, read_chunk
 from sync_workers.state import Advance
 from sync_workers.store import MessageRecord
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = ["PARALLEL_MIN_BYTES", "default_processes", "read_appends"]
 
@@ -65,6 +65,11 @@ def read_appends(
 
 
 def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterator[tuple[list[Conversation], Advance]]:
+    # Imported here: 30 ms that a daemon's re-check, which reads in-process, need not pay.
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     # fork is cheap and the children need nothing re-imported; it is unsafe on macOS.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     waiting = deque(reads)
