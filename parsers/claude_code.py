@@ -176,7 +176,9 @@ class _Run:
         self.conversations: dict[str, Conversation] = {}
         self.issues: list[ParseIssue] = []
         self.group: _Group | None = None
-        self.checkpoint: tuple[int, dict[str, Any]] | None = None
+        self.checkpoint: tuple[int, int, Any, int] | None = None
+        """Where the open response began: (offset, line, resp, title_rank) to rewind to. The rest
+        of the state only grows after it with what re-reading those lines adds again."""
         self.position = chunk.offset
         self.fields: dict[str, Raw] | None = None
         """The line as {key: undecoded value} when it took the slow path (``decode_slowly``)."""
@@ -221,9 +223,10 @@ class _Run:
         open_group = self.group
         if (open_group is not None and self.chunk.at_end and self.checkpoint
                 and open_group.stop_reason not in _FINISHED):
-            consumed, state = self.checkpoint
+            consumed, line, resp, title_rank = self.checkpoint
+            state = {**self.state(), "line": line, "resp": resp, "title_rank": title_rank}
             # Lines past the rewind point are read (and their problems reported) next time.
-            self.issues = [i for i in self.issues if i.line is None or i.line <= state["line"]]
+            self.issues = [i for i in self.issues if i.line is None or i.line <= line]
         self.close_group()
         conversations = [c for c in self.conversations.values() if c.messages or c.title]
         return Parsed(conversations, consumed, state or self.state(), self.issues, records=records)
@@ -387,9 +390,8 @@ class _Run:
             self.alias_fragment(line, merged.id)
         else:
             self.close_group()
-            resume = self.state()
-            resume["line"] -= 1  # this line is read again from ``start``: not counted yet
-            self.checkpoint = (start, resume)
+            # This line is read again from ``start`` after a rewind: not counted yet.
+            self.checkpoint = (start, self.line - 1, self.resp, self.title_rank)
             message = self.message(line, "assistant", blocks, texts, unknown)
             message.metadata["message_id"] = response_id
             conversation.messages.append(message)
