@@ -16,6 +16,12 @@ get right, from ``shared/formats/claude_code.md``:
   bookkeeping and unknown types) are sent with ``visibility: hidden``, never dropped.
 * Subagent transcripts are their own conversations, linked by ``parent_conversation_id``
   (relation ``subagent``), whether they sit in their own file or inline as sidechain lines.
+* A key or block type not known yet is kept in metadata; a value of a type the format never
+  has costs its line (counted with its line number), never the file.
+
+Speed: a line is decoded in one msgspec call into ``_Line`` (small fields decoded, texts and
+tool payloads left as ``Raw`` bytes that go into the output as written). A line ``_Line`` does
+not fit takes the key-by-key path (``decode_slowly``); both give the same result.
 """
 
 from __future__ import annotations

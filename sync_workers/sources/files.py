@@ -7,7 +7,7 @@ check (ARCHITECTURE.md, "Noticing change"):
 * same identity, size and mtime: skipped without opening it;
 * grown with the same head (append-only JSONL): read from the saved offset, in chunks of at most
   ``chunk_bytes``, so memory stays bounded whatever the file's size (``sources.append``); a
-  backfill spreads the files over one process per core (``sources.parallel``);
+  backfill can spread the files over worker processes (``sources.parallel``);
 * head changed, inode changed or shrunk (replaced, truncated, rotated): read again from 0;
 * whole documents: parsed again only when the MD5 of the whole file changed, and only
   messages whose digest differs from the one last acknowledged are sent.
@@ -204,5 +204,3 @@ def unsent(
 
 def _digest(value: Any) -> str:
     return hashlib.md5(encode(value), usedforsecurity=False).hexdigest()
-
-
