@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from sync_workers.sources import parallel
 from sync_workers.sources.claude_code import ClaudeCodeSource
 from sync_workers.sources.files import ScanStats
 from sync_workers.store import ArchiveStore, MessageRecord
+from tests.support import wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -96,3 +99,58 @@ def test_backfill_in_processes_stores_every_message_once(tmp_path):
     second = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert second.returncode == 0, second.stderr
     assert "(0 read, 0 B)" in second.stdout
+
+
+def _processes_using(marker: str) -> list[int]:
+    """Live processes whose command line names ``marker`` (the worker and its forked children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.timeout(300)
+def test_killed_mid_backfill_in_processes_then_rerun_stores_each_message_once(tmp_path):
+    projects = tmp_path / "projects"
+    # Twice the archive's 32 MiB transaction: the kill lands after one commit, well before the end.
+    manifest = generate(projects, 2 * parallel.PARALLEL_MIN_BYTES + 8_000_000, seed=19)
+    state = tmp_path / "state"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"worker:\n  state_dir: {state}\n  processes: 2\n"
+                      f"sources:\n  claude_code:\n    projects_dir: {projects}\n")
+    run = [str(BIN / "sync-worker"), "claude_code", "-config", str(config), "--once"]
+    process = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stored() -> int:
+        if not (state / "archive.db").exists():
+            return 0
+        store = ArchiveStore(state / "archive.db", readonly=True)
+        try:
+            return store.count_messages()
+        except sqlite3.Error:
+            return 0
+        finally:
+            store.close()
+
+    wait_for(lambda: stored() > 0 or process.poll() is not None, timeout=120)
+    assert process.poll() is None, "the run finished before it could be killed; make the corpus larger"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert stored() < manifest.messages
+    # The pool's children see their parent's pipe close and leave on their own.
+    wait_for(lambda: not _processes_using(str(config)), timeout=30)
+    again = subprocess.run(run, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr
+    store = ArchiveStore(state / "archive.db", readonly=True)
+    try:
+        total, distinct = store.db.execute(
+            "SELECT count(*), count(DISTINCT conversation_id || '/' || id) FROM messages").fetchone()
+    finally:
+        store.close()
+    assert total == distinct == manifest.messages

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -74,7 +76,7 @@ def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterat
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     waiting = deque(reads)
     running: dict[Future[ChunkRead], tuple[AppendRead, ReadRequest]] = {}
-    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_ignore_ctrl_c)
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_child, initargs=(os.getpid(),))
     broken = False
     busy: set[str] = set()  # groups with a chunk in flight: their next file waits
 
@@ -118,11 +120,23 @@ def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterat
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ignore_ctrl_c() -> None:
-    """Ctrl-C reaches the whole process group: the parent decides, stops reading and shuts the
+def _child(parent: int) -> None:
+    """Set up a worker process.
+
+    Ctrl-C reaches the whole process group: the parent decides, stops reading and shuts the
     pool down (a child that died of it would only be read again in the parent). SIGTERM stays:
-    the pool uses it to end a broken child."""
+    the pool uses it to end a broken child. And a forked child holds both ends of the pool's
+    pipes, so it would wait for work forever once its parent is killed (SIGKILL, OOM): it
+    watches for that and leaves.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_leave_with, args=(parent,), daemon=True, name="leave-with-parent").start()
+
+
+def _leave_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
 
 
 def _read_encoded(request: ReadRequest) -> ChunkRead:
