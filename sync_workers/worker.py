@@ -20,7 +20,7 @@ from sync_workers.delivery import Delivery, Totals
 from sync_workers.logs import get_logger
 from sync_workers.sinks.archive import ArchiveSink
 from sync_workers.sinks.memory import MemorySink
-from sync_workers.sources.files import FileSource, ScanStats, TrackedFile
+from sync_workers.sources.files import FileSource, ScanContext, ScanStats, TrackedFile
 from sync_workers.state import State
 
 __all__ = ["CheckReport", "FileWorker", "make_sink", "state_location"]
@@ -146,9 +146,9 @@ class FileWorker:
         batcher = Batcher(self.name, self.source_type, batch_size, batch_bytes)
         cursors = state.cursors()
         files = list(self.files if self.files is not None else self.source.discover())
-        for delta in self.source.scan(files, cursors, state.acked_digests, report.stats,
-                                      processes=config.processes,
-                                      owners=state.owners if state.knows_owners() else None):
+        context = ScanContext(cursors, state.acked_digests, report.stats, config.processes,
+                              state.owners if state.knows_owners() else None)
+        for delta in self.source.scan(files, context):
             for conversation in delta.conversations:
                 for batch in batcher.add(conversation):
                     delivery.submit(batch)

@@ -21,7 +21,7 @@ from parsers.schema import encode
 from sync_workers.config import Config
 from sync_workers.sinks import MemorySink
 from sync_workers.sources.claude_code import ClaudeCodeSource, tracked
-from sync_workers.sources.files import ScanStats, scan
+from sync_workers.sources.files import ScanContext, ScanStats, scan
 from sync_workers.state import State
 from sync_workers.worker import CheckReport, FileWorker
 from tests.support import validate_batch
@@ -118,7 +118,7 @@ def scan_all(path: Path, state: State, chunk_bytes: int) -> tuple[ScanStats, lis
     stats = ScanStats()
     source = ClaudeCodeSource({})
     messages: list[dict[str, Any]] = []
-    for delta in scan(source, [tracked(path)], state.cursors(), state.acked_digests, stats, chunk_bytes):
+    for delta in scan(source, [tracked(path)], ScanContext(state.cursors(), state.acked_digests, stats), chunk_bytes):
         for conversation in delta.conversations:
             decoded = orjson.loads(encode(conversation))
             messages.extend({**m, "conversation": decoded["id"]} for m in decoded["messages"])

@@ -15,7 +15,7 @@ from bench.corpus import generate
 from sync_workers.batching import encode_message
 from sync_workers.sources import parallel
 from sync_workers.sources.claude_code import ClaudeCodeSource
-from sync_workers.sources.files import ScanStats
+from sync_workers.sources.files import ScanContext, ScanStats
 from sync_workers.store import ArchiveStore, MessageRecord
 from tests.support import wait_for
 
@@ -28,7 +28,7 @@ def _read(projects: Path, processes: int) -> tuple[dict, dict, ScanStats]:
     stats = ScanStats()
     bodies: dict[tuple[str, str], bytes] = {}
     cursors = {}
-    for delta in source.scan(list(source.discover()), {}, lambda _: {}, stats, processes=processes):
+    for delta in source.scan(list(source.discover()), ScanContext({}, lambda _: {}, stats, processes)):
         for conversation in delta.conversations:
             for message in conversation.messages:
                 record = message if isinstance(message, MessageRecord) else encode_message(message)

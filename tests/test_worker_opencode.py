@@ -23,7 +23,7 @@ import pytest
 
 from parsers.opencode import parse_session
 from sync_workers.sources import opencode_scan
-from sync_workers.sources.files import Delta, ScanStats, TrackedFile
+from sync_workers.sources.files import Delta, ScanContext, ScanStats, TrackedFile
 from sync_workers.sources.opencode import OpenCodeSource
 from sync_workers.sources.opencode_store import OpenCodeDB, SessionBundle, read_json_session
 from sync_workers.state import FileCursor
@@ -211,7 +211,7 @@ class Harness:
         stats = ScanStats()
         found = list(self.source.discover()) if files is None else files
         acked: Callable[[str], dict[str, str]] = lambda cid: dict(self.acked.get(cid, {}))  # noqa: E731
-        deltas = list(self.source.scan(found, dict(self.cursors), acked, stats))
+        deltas = list(self.source.scan(found, ScanContext(dict(self.cursors), acked, stats)))
         for delta in deltas:
             self.cursors.update({c.path: c for c in delta.advance.cursors})
             for cid, mid, digest in delta.advance.acked:

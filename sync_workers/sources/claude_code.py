@@ -26,7 +26,7 @@ import orjson
 
 from parsers import claude_code
 from parsers.schema import Conversation, Message
-from sync_workers.sources.files import Delta, FileSource, ScanStats, TrackedFile, scan
+from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile, scan
 from sync_workers.state import FileCursor
 from sync_workers.store import MessageRecord
 
@@ -57,20 +57,13 @@ class ClaudeCodeSource(FileSource):
         for root in self.roots():
             yield from _walk(root)
 
-    def scan(
-        self,
-        files: Iterable[TrackedFile],
-        cursors: Mapping[str, FileCursor],
-        acked: Callable[[str], dict[str, str]],
-        stats: ScanStats,
-        processes: int | None = 1,
-        owners: Callable[[list[str]], dict[str, str]] | None = None,
-    ) -> Iterator[Delta]:
-        """The shared engine over the files in the order they started, resumed copies marked."""
-        ordered = sorted(files, key=lambda f: (f.group or "", _started(f, cursors), str(f.path)))
+    def scan(self, files: Iterable[TrackedFile], context: ScanContext) -> Iterator[Delta]:
+        """The shared engine over the files in the order they ran, resumed copies marked."""
+        ordered = sorted(files, key=lambda f: (f.group or "", _started(f, context.cursors), str(f.path)))
+        owners = context.owners or (lambda ids: {})
         seen: dict[str, str] = {}
-        for delta in scan(self, ordered, cursors, acked, stats, processes=processes):
-            _mark_copies(delta, owners or (lambda ids: {}), seen)
+        for delta in scan(self, ordered, context):
+            _mark_copies(delta, owners, seen)
             yield delta
 
     def discover_paths(self, paths: Iterable[Path]) -> Iterable[TrackedFile]:

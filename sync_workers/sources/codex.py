@@ -10,14 +10,15 @@ of the copied parent history (``codex_layout``), so the parent's tokens are not 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from parsers import codex
 from sync_workers.sources.codex_layout import Layout, default_sessions_dir, follow_moves, home_of, session_roots
-from sync_workers.sources.files import Delta, FileSource, ScanStats, TrackedFile, scan
-from sync_workers.state import Advance, FileCursor
+from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile, scan
+from sync_workers.state import Advance
 
 
 class CodexSource(FileSource):
@@ -61,18 +62,10 @@ class CodexSource(FileSource):
         titles = self.layout.titles(home / "session_index.jsonl")
         return self.layout.tracked(path, path.stat().st_ino, {}, titles)  # an archived duplicate
 
-    def scan(
-        self,
-        files: Iterable[TrackedFile],
-        cursors: Mapping[str, FileCursor],
-        acked: Callable[[str], dict[str, str]],
-        stats: ScanStats,
-        processes: int | None = 1,
-        owners: Callable[[list[str]], dict[str, str]] | None = None,
-    ) -> Iterator[Delta]:
+    def scan(self, files: Iterable[TrackedFile], context: ScanContext) -> Iterator[Delta]:
         """The shared engine, after moving the cursors of rollouts that were archived (renamed)."""
         files = list(files)
-        moved = follow_moves(files, cursors)
+        moved = follow_moves(files, context.cursors)
         if moved:
             yield Delta([], Advance(list(moved.values())))  # saved under the new path even if unchanged
-        yield from scan(self, files, {**cursors, **moved}, acked, stats, processes=processes)
+        yield from scan(self, files, replace(context, cursors={**context.cursors, **moved}))

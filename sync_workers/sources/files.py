@@ -32,7 +32,7 @@ from sync_workers.sources.append import HEAD_BYTES, AppendRead, identity
 from sync_workers.sources.parallel import read_appends
 from sync_workers.state import Advance, FileCursor
 
-__all__ = ["Delta", "FileSource", "ScanStats", "TrackedFile", "scan", "unsent"]
+__all__ = ["Delta", "FileSource", "ScanContext", "ScanStats", "TrackedFile", "scan", "unsent"]
 
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -64,6 +64,22 @@ class ScanStats:
     """Files that end in a line still being written: read up to it, the rest on a later check."""
 
 
+@dataclass(slots=True)
+class ScanContext:
+    """What a scan works with besides the files: the worker's state, seen read-only (changes
+    come back in each delta's ``advance``), where the stats go, and how to read."""
+
+    cursors: Mapping[str, FileCursor]
+    acked: Callable[[str], dict[str, str]]
+    """A conversation's acknowledged message digests (``State.acked_digests``)."""
+    stats: ScanStats = field(default_factory=ScanStats)
+    processes: int | None = 1
+    """At most this many worker processes parse a backfill's files; None: one per core but one."""
+    owners: Callable[[list[str]], dict[str, str]] | None = None
+    """The conversation each message id was first seen in (``State.owners``), for sources whose
+    files copy messages from one another; None when no id has one yet."""
+
+
 class FileSource:
     """Base of the file-based sources: a subclass says where its files are and how to parse them."""
 
@@ -89,21 +105,11 @@ class FileSource:
         """The files ``sync-workers parse`` reads for PATHs: a file, or a folder laid out like a root."""
         raise NotImplementedError
 
-    def scan(
-        self,
-        files: Iterable[TrackedFile],
-        cursors: Mapping[str, FileCursor],
-        acked: Callable[[str], dict[str, str]],
-        stats: ScanStats,
-        processes: int | None = 1,
-        owners: Callable[[list[str]], dict[str, str]] | None = None,
-    ) -> Iterator[Delta]:
-        """What is new in ``files``, as deltas, read in up to ``processes`` processes. Sources
-        whose data is not one file per stream (a database, a tree of small files) override this
-        and keep their cursors under keys of their own in the same table; the worker and
-        delivery stay the same. ``owners`` (``State.owners``) is for sources whose files copy
-        messages from one another."""
-        return scan(self, files, cursors, acked, stats, processes=processes)
+    def scan(self, files: Iterable[TrackedFile], context: ScanContext) -> Iterator[Delta]:
+        """What is new in ``files``, as deltas. Sources whose data is not one file per stream
+        (a database, a tree of small files) override this and keep their cursors under keys of
+        their own in the same table; the worker and delivery stay the same."""
+        return scan(self, files, context)
 
     def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
         """Cursor keys whose files are gone (Claude Code deletes old transcripts): to forget."""
@@ -112,17 +118,12 @@ class FileSource:
 
 
 def scan(
-    source: FileSource,
-    files: Iterable[TrackedFile],
-    cursors: Mapping[str, FileCursor],
-    acked: Callable[[str], dict[str, str]],
-    stats: ScanStats,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    processes: int | None = 1,
+    source: FileSource, files: Iterable[TrackedFile], context: ScanContext, chunk_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> Iterator[Delta]:
     """Read what is new in ``files``; see the module docstring. Documents are read as they come,
-    append-only files after them: in up to ``processes`` processes (None: one per core but one) when
-    there is a lot to read (``sources.parallel``)."""
+    append-only files after them: in up to ``context.processes`` processes when there is a lot
+    to read (``sources.parallel``)."""
+    cursors, acked, stats = context.cursors, context.acked, context.stats
     appends: list[AppendRead] = []
     for tracked in files:
         stats.files += 1
@@ -145,7 +146,7 @@ def scan(
                 yield from _read_document(source, tracked, st, cursor, acked, stats)
         except OSError as exc:
             stats.issues.append(ParseIssue(path, None, f"unreadable: {exc.strerror or exc}"))
-    for conversations, advance in read_appends(appends, stats, processes):
+    for conversations, advance in read_appends(appends, stats, context.processes):
         yield Delta(conversations, advance)
 
 

@@ -9,10 +9,10 @@ watcher work as for any source; ``roots`` is the data folder, where both live.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from sync_workers.sources.files import Delta, FileSource, ScanStats, TrackedFile
+from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile
 from sync_workers.sources.opencode_scan import Kept, scan_stores, session_key
 from sync_workers.sources.opencode_store import default_data_dir, find_databases
 from sync_workers.state import FileCursor
@@ -50,18 +50,10 @@ class OpenCodeSource(FileSource):
             else:
                 yield from _layout(path.absolute())
 
-    def scan(
-        self,
-        files: Iterable[TrackedFile],
-        cursors: Mapping[str, FileCursor],
-        acked: Callable[[str], dict[str, str]],
-        stats: ScanStats,
-        processes: int | None = 1,
-        owners: Callable[[list[str]], dict[str, str]] | None = None,
-    ) -> Iterator[Delta]:
-        """The JSON tree and the database; read in this process (``processes`` is for JSONL files)."""
+    def scan(self, files: Iterable[TrackedFile], context: ScanContext) -> Iterator[Delta]:
+        """The JSON tree and the database, read in this process (``processes`` is for JSONL)."""
         self._present = {}
-        return scan_stores(files, cursors, acked, stats, self._present, self._kept)
+        return scan_stores(files, context.cursors, context.acked, context.stats, self._present, self._kept)
 
     def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
         """Session cursors whose store is gone, or whose session its store (listed in full by the
