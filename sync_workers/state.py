@@ -179,6 +179,14 @@ class State:
                 % ",".join("?" * len(part)), part).fetchall())
         return found
 
+    def adopt_owners(self, source_type: str) -> None:
+        """Take the owners from the messages of a local archive this state lives in, earliest
+        first: for a state written by a version that kept no owners, so that a session resumed
+        from one it already sent is still recognised."""
+        with self.transaction() as db:
+            db.execute(self._q("INSERT OR IGNORE INTO {owners} SELECT id, conversation_id FROM messages"
+                               " WHERE source_type = ? AND visibility != 'replayed' ORDER BY seq"), (source_type,))
+
     def commit(self, advance: Advance) -> None:
         with self.transaction() as db:
             self.apply(db, advance)

@@ -106,6 +106,9 @@ class FileWorker:
         if self.state_path is None:
             self.state_path, namespace = state_location(self.name, self.config)
             self.state = State(self.state_path, namespace)
+            if (self.source.keeps_owners and isinstance(self.sink, ArchiveSink) and self.state.file_count()
+                    and not self.state.knows_owners()):
+                self.state.adopt_owners(self.source_type)  # state from a version that kept none
         else:
             self.state = State(self.state_path, self.namespace)
         if watch:
@@ -147,7 +150,7 @@ class FileWorker:
         cursors = state.cursors()
         files = list(self.files if self.files is not None else self.source.discover())
         context = ScanContext(cursors, state.acked_digests, report.stats, config.processes,
-                              state.owners if state.knows_owners() else None)
+                              state.owners if self.source.keeps_owners and state.knows_owners() else None)
         for delta in self.source.scan(files, context):
             for conversation in delta.conversations:
                 for batch in batcher.add(conversation):

@@ -7,6 +7,7 @@ out marked ``replayed`` with no usage, and the new conversation links to the old
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,19 @@ def test_a_session_resumed_after_an_earlier_check(tmp_path):
     project = tmp_path / "projects" / "-work-app"
     _write(project / f"{ORIGINAL}.jsonl", original())
     backfill(tmp_path / "projects", tmp_path / "state")
+    _write(project / f"{RESUMED}.jsonl", resumed())
+    backfill(tmp_path / "projects", tmp_path / "state")
+    check(tmp_path / "state")
+
+
+def test_an_archive_from_a_version_without_owners_takes_them_from_its_messages(tmp_path):
+    project = tmp_path / "projects" / "-work-app"
+    _write(project / f"{ORIGINAL}.jsonl", original())
+    backfill(tmp_path / "projects", tmp_path / "state")
+    db = sqlite3.connect(tmp_path / "state" / "archive.db")
+    with db:
+        db.execute("DROP TABLE claude_code_owners")  # as the previous version left it
+    db.close()
     _write(project / f"{RESUMED}.jsonl", resumed())
     backfill(tmp_path / "projects", tmp_path / "state")
     check(tmp_path / "state")

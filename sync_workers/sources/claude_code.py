@@ -48,6 +48,7 @@ class ClaudeCodeSource(FileSource):
     source_type = "claude_code"
     options = {"projects_dir": None}
     parse_chunk = staticmethod(claude_code.parse_chunk)
+    keeps_owners = True
 
     def roots(self) -> list[Path]:
         configured = self.settings.get("projects_dir")

@@ -89,6 +89,8 @@ class FileSource:
     """Config options under ``sources.<name>`` and their defaults (None: computed at start)."""
     parse_chunk: ClassVar[ChunkParser | None] = None
     parse_document: ClassVar[DocumentParser | None] = None
+    keeps_owners: ClassVar[bool] = False
+    """Whether ``scan`` uses ``ScanContext.owners`` (its files copy messages from one another)."""
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.settings = {**self.options, **options}
