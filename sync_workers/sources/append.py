@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from parsers.base import Chunk, ChunkParser
@@ -147,8 +147,4 @@ class AppendRead:
         return None if self.saved else Advance([self.cursor()])
 
     def cursor(self) -> FileCursor:
-        return FileCursor(**{**_fields(self.identity), "offset": self.position, "parser_state": self.state})
-
-
-def _fields(cursor: FileCursor) -> dict[str, Any]:
-    return {name: getattr(cursor, name) for name in cursor.__slots__}
+        return replace(self.identity, offset=self.position, parser_state=self.state)

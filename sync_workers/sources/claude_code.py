@@ -26,7 +26,7 @@ import orjson
 
 from parsers import claude_code
 from parsers.schema import Conversation, Message
-from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile, scan
+from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile, scan, unchanged
 from sync_workers.state import FileCursor
 from sync_workers.store import MessageRecord
 
@@ -101,10 +101,9 @@ def _started(tracked: TrackedFile, cursors: Mapping[str, FileCursor]) -> tuple[s
     original's last time is earlier. A file the cursors say is unchanged is skipped by the scan
     and not read here for nothing."""
     path = str(tracked.path)
-    cursor = cursors.get(path)
     try:
         st = os.stat(path)
-        if cursor is not None and (cursor.size, cursor.mtime_ns, cursor.ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
+        if unchanged(cursors.get(path), st):
             return "", ""
         with open(path, "rb") as handle:
             head = handle.read(_HEAD)

@@ -32,7 +32,7 @@ from sync_workers.sources.append import HEAD_BYTES, AppendRead, identity
 from sync_workers.sources.parallel import read_appends
 from sync_workers.state import Advance, FileCursor
 
-__all__ = ["Delta", "FileSource", "ScanContext", "ScanStats", "TrackedFile", "scan", "unsent"]
+__all__ = ["Delta", "FileSource", "ScanContext", "ScanStats", "TrackedFile", "scan", "unchanged", "unsent"]
 
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -135,8 +135,7 @@ def scan(
         except OSError:
             continue  # vanished between discovery and now
         cursor = cursors.get(path)
-        if (cursor is not None and cursor.size == st.st_size and cursor.mtime_ns == st.st_mtime_ns
-                and cursor.ino == st.st_ino and cursor.dev == st.st_dev):
+        if unchanged(cursor, st):
             continue
         try:
             if tracked.kind == "append":
@@ -150,6 +149,12 @@ def scan(
             stats.issues.append(ParseIssue(path, None, f"unreadable: {exc.strerror or exc}"))
     for conversations, advance in read_appends(appends, stats, context.processes):
         yield Delta(conversations, advance)
+
+
+def unchanged(cursor: FileCursor | None, st: os.stat_result) -> bool:
+    """Same file, same size, same mtime as when its cursor was saved: nothing to read."""
+    return (cursor is not None and cursor.size == st.st_size and cursor.mtime_ns == st.st_mtime_ns
+            and cursor.ino == st.st_ino and cursor.dev == st.st_dev)
 
 
 def _read_document(
