@@ -44,7 +44,7 @@ from typing import Any
 
 from parsers.base import Parsed, decode_line
 from parsers.errors import ParseError, ParseIssue
-from parsers.gemini_cli_messages import call_ids, convert_message
+from parsers.gemini_cli_messages import call_ids, convert_message, record_problem
 from parsers.schema import Conversation, Message, normalize_timestamp
 
 __all__ = ["parse_document"]
@@ -82,6 +82,8 @@ class _Replay:
         """Ids the CLI would load now, in its own order (matters for later rewinds)."""
         self.fate: dict[str, str] = {}
         """Ids no longer live: "rewound" or "checkpoint"."""
+        self.where: dict[str, tuple[int | None, str]] = {}
+        """Where each id's last copy is (line, label): an issue about it names the record."""
         self.issues: list[ParseIssue] = []
         self.records = 0
         self.rewinds = 0
@@ -92,18 +94,45 @@ class _Replay:
         """Take ``data`` as one JSON document; False when it is not one but its first line is."""
         try:
             document = decode_line(data)
+        except RecursionError:
+            # Nested deeper than any decoder goes (orjson stops at 1024 levels): somewhere inside, most
+            # likely in one message. Decode the document member by member so that costs that one only.
+            document = self._by_members(data)
         except ValueError as error:
             first = data.lstrip().split(b"\n", 1)[0]
             try:
                 if isinstance(decode_line(first), dict):
                     return False
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
             raise ParseError(self.path, f"not a JSON document: {error}") from None
         if not isinstance(document, dict):
             raise ParseError(self.path, f"session document is a {type(document).__name__}, not an object")
         self._metadata(document, None)
         return True
+
+    def _by_members(self, data: bytes) -> dict[str, Any]:
+        """The document's members decoded one by one (``messages`` element by element); a member too
+        deep to decode is left out (an issue), an element of ``messages`` becomes :class:`_Undecodable`."""
+        members = _items(data, b"{")
+        if members is None:
+            raise ParseError(self.path, "not a JSON document: nested too deep, and not one object")
+        document: dict[str, Any] = {}
+        for member in members:
+            found = _KEY.match(member)
+            if found is None:
+                raise ParseError(self.path, "not a JSON document: an object member without a key")
+            key = decode_line(found.group(1))
+            value = member[found.end():]
+            if key == "messages" and (elements := _items(value, b"[")) is not None:
+                document[key] = [_decode_or_reason(element) for element in elements]
+                continue
+            decoded = _decode_or_reason(value)
+            if isinstance(decoded, _Undecodable):
+                self._skip(None, f"{key}: {decoded.reason}")
+            else:
+                document[key] = decoded
+        return document
 
     def load_jsonl(self, data: bytes) -> None:
         self.format = "jsonl"
@@ -115,6 +144,9 @@ class _Replay:
             self.records += 1
             try:
                 record = decode_line(line)
+            except RecursionError:
+                self.issues.append(ParseIssue(self.path, number, f"{_TOO_DEEP}: skipped"))
+                continue
             except ValueError as error:
                 reason = f"invalid JSON: {error}"
                 if number - 1 == last:
@@ -123,23 +155,40 @@ class _Replay:
                 continue
             if not isinstance(record, dict):
                 self.issues.append(ParseIssue(self.path, number, f"a {type(record).__name__}, not an object"))
-            else:
+                continue
+            try:
                 self._record(record, number)
+            except Exception as error:  # last line of defence: a parser bug costs this line, not the file
+                reason = f"skipped, {type(error).__name__} while reading it: {error}"
+                self.issues.append(ParseIssue(self.path, number, reason))
 
     def _record(self, record: dict[str, Any], line: int) -> None:
-        if isinstance(record.get("$rewindTo"), str):
-            self.rewind(record["$rewindTo"])
-        elif isinstance(record.get("id"), str):
-            self.message(record["id"], record)
-        elif isinstance(record.get("$set"), dict):
-            updates = record["$set"]
+        rewind, message_id, updates = record.get("$rewindTo"), record.get("id"), record.get("$set")
+        if isinstance(rewind, str):
+            self.rewind(rewind)
+        elif isinstance(message_id, str):
+            self.message(message_id, record, line, f"message {message_id!r}")
+        elif isinstance(updates, dict):
+            if not isinstance(updates.get("sessionId", ""), str):
+                self._skip(line, f"$set.sessionId is a {type(updates['sessionId']).__name__}, not a string")
+                return
+            if "messages" in updates and not isinstance(updates["messages"], list):
+                self._skip(line, f"$set.messages is a {type(updates['messages']).__name__}, not a list")
+                return
             if isinstance(updates.get("messages"), list):
                 self.checkpoint(updates["messages"], line)
             self.meta.update((k, v) for k, v in updates.items() if k != "messages")
         elif isinstance(record.get("sessionId"), str):
             self._metadata(record, line)
+        elif wrong := next((k for k in ("$rewindTo", "id", "$set", "sessionId") if k in record), None):
+            # Keys that say what the record is, with a type the CLI never writes: not a new kind of record.
+            self._skip(line, f"{wrong} is a {type(record[wrong]).__name__}, not a "
+                             f"{'object' if wrong == '$set' else 'string'}")
         else:
             self.unknown.append({"line": line, "record": record})
+
+    def _skip(self, line: int | None, reason: str) -> None:
+        self.issues.append(ParseIssue(self.path, line, f"{reason}: skipped"))
 
     def _metadata(self, record: dict[str, Any], line: int | None) -> None:
         self.meta.update((k, v) for k, v in record.items() if k != "messages")
@@ -150,17 +199,28 @@ class _Replay:
             self.issues.append(ParseIssue(self.path, line, "messages is not a list: ignored"))
             return
         for index, entry in enumerate(messages):
-            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                self.message(entry["id"], entry)
+            if isinstance(entry, _Undecodable):
+                self._skip(line, f"messages[{index}]: {entry.reason}")
+            elif isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                self.message(entry["id"], entry, line, f"messages[{index}]")
+            elif isinstance(entry, dict) and entry.get("id") is not None:
+                self._skip(line, f"messages[{index}].id is a {type(entry['id']).__name__}, not a string")
             elif isinstance(entry, dict) and line is None:
                 # A JSON-era record without an id (never seen): a position-derived id.
-                self.message(f"{self.meta.get('sessionId')}:{index}", {**entry, "derived_id": True})
+                self.message(f"{self.meta.get('sessionId')}:{index}", {**entry, "derived_id": True}, None,
+                             f"messages[{index}]")
             else:
                 self.issues.append(ParseIssue(self.path, line, f"messages[{index}] has no id: skipped"))
         if line is None:
             self.records = len(messages)
 
-    def message(self, message_id: str, record: dict[str, Any]) -> None:
+    def message(self, message_id: str, record: dict[str, Any], line: int | None, label: str) -> None:
+        """Take one copy of a message; one with a field of a type the format never has is skipped."""
+        problem = record_problem(record)
+        if problem is not None:
+            self._skip(line, f"{label}: {problem}")
+            return
+        self.where[message_id] = (line, label)
         self.latest[message_id] = record
         self.live[message_id] = None
         self.fate.pop(message_id, None)
@@ -179,12 +239,63 @@ class _Replay:
         self.live = {}
         for index, entry in enumerate(messages):
             if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                self.message(entry["id"], entry)
+                self.message(entry["id"], entry, line, f"checkpoint messages[{index}]")
             else:
                 self.issues.append(ParseIssue(self.path, line, f"checkpoint messages[{index}] has no id"))
         for message_id in previous:
             if message_id not in self.live:
                 self.fate[message_id] = "checkpoint"
+
+
+_TOO_DEEP = "nested deeper than JSON decoders go (1024 levels)"
+_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_TOKENS = re.compile(_STRING + rb"|[\[\]{},]", re.DOTALL)
+_KEY = re.compile(rb"\s*(" + _STRING + rb")\s*:", re.DOTALL)
+
+
+class _Undecodable:
+    """An element of ``messages`` that did not decode: a skip of that message, with the reason."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _decode_or_reason(raw: bytes) -> Any:
+    try:
+        return decode_line(raw)
+    except RecursionError:
+        return _Undecodable(_TOO_DEEP)
+    except ValueError as error:
+        return _Undecodable(f"invalid JSON: {error}")
+
+
+def _items(raw: bytes, opening: bytes) -> list[bytes] | None:
+    """The top-level items of the JSON object or array ``raw`` (members ``"key": value``, or elements),
+    as bytes, found by a loop over tokens rather than recursion, so any depth is fine. None when ``raw``
+    is not one balanced container opened by ``opening`` (then it is not JSON at all, or truncated)."""
+    stripped = raw.strip()
+    if not stripped.startswith(opening):
+        return None
+    depth, start, items = 0, 0, []
+    for token in _TOKENS.finditer(stripped):
+        char = token.group()[:1]
+        if char in b"[{":
+            depth += 1
+            if depth == 1:
+                start = token.end()
+        elif char in b"]}":
+            depth -= 1
+            if depth == 0:
+                if token.end() != len(stripped):
+                    return None
+                items.append(stripped[start:token.start()])
+                return [item for item in items if item.strip()]
+        elif char == b"," and depth == 1:
+            items.append(stripped[start:token.start()])
+            start = token.end()
+    return None
 
 
 def _assemble(replay: _Replay, path: str, hints: dict[str, Any]) -> Conversation:
@@ -197,7 +308,12 @@ def _assemble(replay: _Replay, path: str, hints: dict[str, Any]) -> Conversation
                    for i in call_ids(record)}
     messages: list[Message] = []
     for message_id, record in replay.latest.items():
-        message = convert_message(message_id, record, known_calls)
+        try:
+            message = convert_message(message_id, record, known_calls)
+        except Exception as error:  # last line of defence: a parser bug costs this message, not the file
+            line, label = replay.where.get(message_id, (None, f"message {message_id!r}"))
+            replay.issues.append(ParseIssue(path, line, f"{label}: skipped, {type(error).__name__}: {error}"))
+            continue
         fate = replay.fate.get(message_id)
         if fate == "rewound":
             message.visibility = "rewound"

@@ -44,7 +44,7 @@ from parsers.schema import (
     tool_result_block,
 )
 
-__all__ = ["call_ids", "convert_message", "flatten_result"]
+__all__ = ["call_ids", "convert_message", "flatten_result", "record_problem"]
 
 _ROLES = {"user": "user", "gemini": "assistant", "info": "system", "warning": "system", "error": "system"}
 _MAPPED = frozenset(
@@ -53,6 +53,29 @@ _MAPPED = frozenset(
 _PART_KINDS = ("text", "functionCall", "functionResponse", "inlineData", "fileData")
 _MARKER = "[Function Response: "
 _ERROR_STATUSES = frozenset({"error", "cancelled"})
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "type": (str,),
+    "timestamp": (str, int, float),
+    "content": (str, list, dict),
+    "displayContent": (str, list, dict),
+    "model": (str,),
+    "tokens": (dict,),
+    "thoughts": (list,),
+    "toolCalls": (list,),
+}
+"""What each mapped field may hold (null: absent). Any other type is one the CLI never writes: the
+record is skipped and counted, rather than half-converted (an unhashable ``type`` used to crash)."""
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """Why ``record`` cannot be a message (a mapped field of a type the format never has), or None."""
+    for key, types in _FIELD_TYPES.items():
+        value = record.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            return f"{key} is a {type(value).__name__}, not a {' or '.join(t.__name__ for t in types)}"
+    return None
 
 
 def call_ids(record: dict[str, Any]) -> list[str]:
@@ -72,7 +95,7 @@ def convert_message(message_id: str, record: dict[str, Any], known_calls: set[st
         meta["extra"] = extra
     content = record.get("content")
     role = _ROLES.get(kind, "system") if isinstance(kind, str) else "system"
-    visibility = "visible" if kind in _ROLES else "hidden"
+    visibility = "visible" if isinstance(kind, str) and kind in _ROLES else "hidden"
     if kind == "gemini":
         blocks = _assistant_blocks(record, meta)
     else:
