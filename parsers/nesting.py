@@ -1,0 +1,205 @@
+"""How deep a value may be nested when it travels, and what happens to one nested deeper.
+
+The contract rule: a value (a tool's input or output, a metadata value, anything a parser
+passes through from the source) nested more than ``MAX_DEPTH`` levels deep, counted from the
+value itself, travels as a JSON *string* holding its JSON text. Nothing is lost (the text
+decodes back to the value), and receivers, stores and their JSON libraries never meet
+pathological nesting: orjson refuses to encode past 255 levels and to decode past 1024, the
+standard ``json`` module and msgspec raise ``RecursionError`` near Python's recursion limit.
+
+Depth: a scalar (string, number, true, false, null) is 0 levels deep; ``[]`` and ``{}`` are 1;
+``{"a": [1]}`` is 2. ``MAX_DEPTH`` is 64: real tool inputs and metadata stay well below 20, so
+only hostile or corrupt input is ever turned into text.
+
+Two entry points, one per stage a parser holds a value in:
+
+* :func:`too_deep_raw` on undecoded JSON bytes (a line, a ``msgspec.Raw``), cheap enough for a
+  hot path: a value with no more opening brackets than the limit cannot be too deep, which one
+  ``bytes.count`` per bracket kind shows for almost every line; only past that are the strings
+  stripped and the brackets walked. :func:`bounded_raw` applies the rule to such bytes.
+* :func:`bounded` on decoded Python values: iterative, so it never recurses, and it never
+  raises; its JSON text is written by an iterative encoder when orjson refuses the nesting.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from itertools import accumulate
+from typing import Any
+
+import msgspec
+import orjson
+
+__all__ = ["MAX_DEPTH", "UNENCODABLE", "bounded", "bounded_raw", "depth_of", "depth_of_raw", "too_deep_raw"]
+
+MAX_DEPTH = 64
+"""Levels of nesting a value may have, counted from the value itself (see the module docstring)."""
+
+UNENCODABLE = "<value not representable as JSON>"
+"""What :func:`bounded` puts where a value is no JSON type at all (never the case for decoded JSON)."""
+
+# A JSON string, escapes included (the unrolled form: no backtracking on long strings).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+
+
+def _as_bytes(raw: bytes | bytearray | memoryview | msgspec.Raw) -> bytes:
+    return raw if type(raw) is bytes else bytes(memoryview(raw))
+
+
+def depth_of_raw(raw: bytes | bytearray | memoryview | msgspec.Raw) -> int:
+    """The nesting depth of the JSON text ``raw``: brackets inside strings do not count."""
+    data = _as_bytes(raw)
+    if b'"' in data:
+        data = _STRING.sub(b"", data)
+    brackets = data.translate(None, _NOT_BRACKETS)
+    # C-level all the way: map over the bytes' ints, running sum, maximum.
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def too_deep_raw(raw: bytes | bytearray | memoryview | msgspec.Raw, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text ``raw`` nests deeper than ``limit`` levels.
+
+    The fast path (two ``count`` calls, memchr speed) settles every value with at most ``limit``
+    opening brackets, which is nearly every line a coding agent writes; the exact walk runs
+    only past that.
+    """
+    data = _as_bytes(raw)
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    return depth_of_raw(data) > limit
+
+
+def bounded_raw(raw: msgspec.Raw, limit: int = MAX_DEPTH) -> msgspec.Raw:
+    """``raw`` itself within ``limit``, else a ``Raw`` JSON string holding its text.
+
+    ``raw`` must be valid UTF-8 JSON (as a parser's undecoded values are once their line decoded).
+    """
+    if not too_deep_raw(raw, limit):
+        return raw
+    return msgspec.Raw(orjson.dumps(_as_bytes(raw).decode("utf-8", "replace")))
+
+
+def depth_of(value: Any, stop: int | None = None) -> int:
+    """The nesting depth of a decoded value, walked with an explicit stack (never recursing).
+
+    With ``stop``, the walk ends as soon as the depth passes it (the answer is then ``stop + 1``):
+    a value a million levels deep costs no more than one just past the limit.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    seen: set[int] = set()
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if id(item) in seen:  # a cycle (never in decoded JSON): as deep as it gets
+            return stop + 1 if stop is not None else depth + 1
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if stop is not None and depth > stop:
+                return depth
+        if children:
+            seen.add(id(item))
+            stack.extend((child, depth) for child in children if isinstance(child, dict | list | tuple))
+    return deepest
+
+
+def bounded(value: Any, limit: int = MAX_DEPTH) -> Any:
+    """``value`` itself when it nests at most ``limit`` levels, else its JSON text (a ``str``).
+
+    Never raises: orjson writes the text when it can (up to its 255 levels), else an iterative
+    encoder does, which has no depth limit. A part that is no JSON type at all (impossible for
+    decoded JSON) becomes the placeholder ``UNENCODABLE``.
+    """
+    if not isinstance(value, dict | list | tuple):
+        return value
+    if depth_of(value, limit) <= limit:
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except (TypeError, ValueError, RecursionError):
+        return _dumps(value)
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON text of ``value`` with an explicit stack: any depth, no recursion, no raise."""
+    out: list[str] = []
+    # Each entry is a pending piece of text (str) or a value still to write.
+    stack: list[Any] = [_Value(value)]
+    on_path: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        if isinstance(item, _Leave):
+            on_path.discard(item.ident)
+            continue
+        node = item.value
+        if isinstance(node, dict | list | tuple):
+            if id(node) in on_path:
+                out.append(json.dumps(UNENCODABLE))
+                continue
+            on_path.add(id(node))
+            closer = "}" if isinstance(node, dict) else "]"
+            out.append("{" if isinstance(node, dict) else "[")
+            pending: list[Any] = [_Leave(id(node)), closer]
+            if isinstance(node, dict):
+                pieces = [(_key(k), v) for k, v in node.items()]
+                for index in range(len(pieces) - 1, -1, -1):
+                    key, child = pieces[index]
+                    pending.append(_Value(child))
+                    pending.append(("," if index else "") + key + ":")
+            else:
+                for index in range(len(node) - 1, -1, -1):
+                    pending.append(_Value(node[index]))
+                    if index:
+                        pending.append(",")
+            stack.extend(pending)
+        else:
+            out.append(_scalar(node))
+    return "".join(out)
+
+
+class _Value:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _Leave:
+    __slots__ = ("ident",)
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return _scalar(key)
+    if key is None or isinstance(key, bool | int | float):
+        return json.dumps(_scalar(key))  # JSON's rule: a non-string key is written as its text
+    return json.dumps(UNENCODABLE)
+
+
+def _scalar(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()  # str (lone surrogates refused), int, float, bool, None
+    except (TypeError, ValueError):
+        pass
+    if isinstance(value, str):
+        return json.dumps(value.encode("utf-8", "replace").decode("utf-8"), ensure_ascii=False)
+    if isinstance(value, int):  # past 64 bits: JSON allows any integer
+        return str(value)
+    return json.dumps(UNENCODABLE)

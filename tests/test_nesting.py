@@ -1,0 +1,109 @@
+"""parsers.nesting: the depth rule, on raw JSON bytes and on decoded values."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from parsers.nesting import MAX_DEPTH, UNENCODABLE, bounded, bounded_raw, depth_of, depth_of_raw, too_deep_raw
+
+
+def nested(levels: int, leaf: object = 1) -> object:
+    """``levels`` alternating lists and objects around ``leaf``, built without recursion."""
+    value = leaf
+    for level in range(levels):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_depth_counts_from_the_value_itself() -> None:
+    assert depth_of(1) == depth_of("x") == depth_of(None) == 0
+    assert depth_of([]) == depth_of({}) == 1
+    assert depth_of({"a": [1]}) == 2
+    assert depth_of_raw(b"1") == 0
+    assert depth_of_raw(b'{"a": [1]}') == 2
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    raw = orjson.dumps({"s": "[[[[{{{{" * 50 + '\\"[[[', "t": ["]]]]"]})
+    assert depth_of_raw(raw) == 2
+    assert not too_deep_raw(raw, 3)
+    assert too_deep_raw(raw, 1)
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 300, 2000])
+def test_raw_and_decoded_agree_at_the_limit(levels: int) -> None:
+    raw = b"[" * levels + b"]" * levels
+    assert depth_of_raw(raw) == levels
+    assert too_deep_raw(raw) is (levels > MAX_DEPTH)
+    assert too_deep_raw(memoryview(raw)) is (levels > MAX_DEPTH)
+    assert too_deep_raw(msgspec.Raw(raw)) is (levels > MAX_DEPTH)
+
+
+def test_a_value_within_the_limit_is_returned_as_is() -> None:
+    value = nested(MAX_DEPTH)
+    assert bounded(value) is value
+    assert bounded("text") == "text"
+    raw = msgspec.Raw(orjson.dumps(value))
+    assert bounded_raw(raw) is raw
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 300, 2000, 20000])
+def test_a_deeper_value_travels_as_its_json_text(levels: int) -> None:
+    value = nested(levels)
+    text = bounded(value)
+    assert isinstance(text, str)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, levels * 3 + 100))
+    try:
+        assert json.loads(text) == value  # nothing lost
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def test_a_deep_raw_value_becomes_a_json_string_of_its_text() -> None:
+    text = b'{"x": ' + b"[" * 300 + b'"\xc3\xa9"' + b"]" * 300 + b"}"
+    out = bounded_raw(msgspec.Raw(text))
+    assert orjson.loads(bytes(out)) == text.decode()
+
+
+def test_bounded_never_raises_on_what_json_cannot_hold() -> None:
+    cycle: list[object] = []
+    cycle.append(cycle)
+    assert json.loads(bounded(cycle, 0)) == [UNENCODABLE]
+    odd = {1: [{"a": "\ud800", "b": object(), "n": 2**80}], None: 2.5, "t": (1, 2)}
+    assert json.loads(bounded(odd, 1)) == {"1": [{"a": "?", "b": UNENCODABLE, "n": 2**80}], "null": 2.5,
+                                          "t": [1, 2]}
+    deep_odd = nested(400, leaf={"s": "\udfff", 3: object()})
+    assert isinstance(bounded(deep_odd), str)
+
+
+def test_a_cheap_answer_for_a_huge_flat_value() -> None:
+    raw = orjson.dumps({"data": "[" * 5_000_000, "list": list(range(10))})
+    assert not too_deep_raw(raw)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(alphabet=st.sampled_from('ab"\\[]{}')),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=2), children, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(json_values, st.integers(min_value=0, max_value=6))
+def test_raw_and_decoded_depths_agree(value: object, limit: int) -> None:
+    raw = orjson.dumps(value)
+    assert depth_of_raw(raw) == depth_of(value)
+    assert too_deep_raw(raw, limit) is (depth_of(value) > limit)
+    result = bounded(value, limit)
+    if depth_of(value) > limit:
+        assert json.loads(result) == value
+    else:
+        assert result is value
