@@ -2,7 +2,7 @@
 
 Both file kinds are whole documents (``parse_document``): the worker re-parses a changed file
 whole and sends the messages whose encoding changed, so the output is complete and
-deterministic for the file as it is now (``shared/formats/gemini_cli.md``):
+deterministic for the file as it is now (the Gemini CLI format notes):
 
 * ``.json`` (<= v0.38): one object rewritten in place; ``messages`` in array order. A document
   that does not decode (for example read half-written) raises ``ParseError``; retry later.
@@ -45,6 +45,7 @@ from typing import Any
 from parsers.base import Parsed, decode_line
 from parsers.errors import ParseError, ParseIssue
 from parsers.gemini_cli_messages import call_ids, convert_message, record_problem
+from parsers.nesting import bounded
 from parsers.schema import Conversation, Message, normalize_timestamp
 
 __all__ = ["parse_document"]
@@ -185,7 +186,7 @@ class _Replay:
             self._skip(line, f"{wrong} is a {type(record[wrong]).__name__}, not a "
                              f"{'object' if wrong == '$set' else 'string'}")
         else:
-            self.unknown.append({"line": line, "record": record})
+            self.unknown.append({"line": line, "record": {k: bounded(v) for k, v in record.items()}})
 
     def _skip(self, line: int | None, reason: str) -> None:
         self.issues.append(ParseIssue(self.path, line, f"{reason}: skipped"))
@@ -320,7 +321,7 @@ def _assemble(replay: _Replay, path: str, hints: dict[str, Any]) -> Conversation
         elif fate == "checkpoint":
             message.metadata["dropped_by_checkpoint"] = True
         messages.append(message)
-    metadata: dict[str, Any] = {k: v for k, v in meta.items() if k not in _NOT_METADATA}
+    metadata: dict[str, Any] = {k: bounded(v) for k, v in meta.items() if k not in _NOT_METADATA}
     metadata["format"] = replay.format
     for key, count in (("rewinds", replay.rewinds), ("checkpoints", replay.checkpoints)):
         if count:

@@ -27,10 +27,12 @@ The rules, each chosen so nothing recorded is lost and a reader sees what the us
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
 
+from parsers.nesting import bounded
 from parsers.schema import (
     Block,
     Message,
@@ -112,6 +114,7 @@ def convert_message(message_id: str, record: dict[str, Any], known_calls: set[st
                 visibility = "hidden"
                 meta["repeats_tool_calls"] = True
     usage = _usage(record.get("tokens"), meta)
+    meta = {key: _bounded_entries(value) for key, value in meta.items()}
     model = record.get("model")
     return Message(
         id=message_id,
@@ -161,7 +164,7 @@ def _assistant_blocks(record: dict[str, Any], meta: dict[str, Any]) -> list[Bloc
         call_id = _str(call, "id")
         name = _str(call, "name") or "function_call"
         args = call.get("args")
-        blocks.append(tool_call_block(call_id, name, args if args is not None else {}))
+        blocks.append(tool_call_block(call_id, name, bounded(args) if args is not None else {}))
         detail = {k: v for k, v in call.items() if k not in ("args", "result")}
         result = call.get("result")
         if result is not None:
@@ -231,7 +234,25 @@ def _str(mapping: dict[str, Any], key: str) -> str | None:
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    """JSON text of a decoded value, at any depth and with integers past 64 bits (orjson refuses both)."""
+    if isinstance(value, dict | list):
+        return bounded(value, 0)
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return bounded([value], 0)[1:-1]
+
+
+def _bounded_entries(value: Any) -> Any:
+    """A metadata value with whatever it holds one or two levels down (``extra``'s values, each tool
+    call's ``result``, each unknown part) bounded by ``parsers.nesting``: a value nested too deep
+    travels as its JSON text, and its siblings stay structured."""
+    if isinstance(value, dict):
+        return {key: bounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [{key: bounded(v) for key, v in item.items()} if isinstance(item, dict) else bounded(item)
+                for item in value]
+    return value
 
 
 def _usage(tokens: Any, meta: dict[str, Any]) -> Usage | None:
@@ -241,9 +262,9 @@ def _usage(tokens: Any, meta: dict[str, Any]) -> Usage | None:
 
     def count(key: str) -> int:
         value = tokens.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            return 0
-        return int(value)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            return 0  # not a count (``not >=`` is also true for NaN)
+        return int(value) if value != math.inf else 0
 
     prompt, cached, thoughts = count("input"), count("cached"), count("thoughts")
     if cached > prompt:
@@ -319,7 +340,7 @@ class _Parts:
                 return []
             name = _str(value, "name") or "function_call"
             args = value.get("args")
-            return [tool_call_block(call_id, name, args if args is not None else {})]
+            return [tool_call_block(call_id, name, bounded(args) if args is not None else {})]
         if kind == "functionResponse":
             call_id = _str(value, "id")
             output, is_error, simple = _flatten_response(value)
