@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -37,6 +38,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 from parsers.errors import ParseIssue
+from parsers.nesting import bounded
 from parsers.schema import (
     Block,
     Conversation,
@@ -70,7 +72,14 @@ def _loads(value: Any) -> Any:
 
 
 def _int(value: Any) -> int:
-    return max(0, int(value)) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+    """A token count: 0 for anything not a finite number (``Infinity`` decodes where UTF-8 is repaired)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(0, int(value)) if isinstance(value, int) or math.isfinite(value) else 0
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -195,13 +204,28 @@ def _slim(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def _kept(value: Any) -> Any:
+    """A value kept in metadata: slimmed, and as JSON text when nested too deep (``parsers.nesting``)."""
+    return bounded(_slim(value))
+
+
+def _json(value: Any) -> str:
+    """JSON text of a decoded value, at any depth and with integers past 64 bits (orjson refuses both)."""
+    if isinstance(value, dict | list):
+        return bounded(value, 0)
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return bounded([value], 0)[1:-1]
+
+
 def _file_block(part: Mapping[str, Any]) -> tuple[Block, dict[str, Any]]:
     """An image or attachment block for a file part, and its metadata entry (no inline data)."""
     mime = part.get("mime") if isinstance(part.get("mime"), str) else None
     url = part.get("url") if isinstance(part.get("url"), str) else ""
     source = _dict(part.get("source"))
-    name = part.get("filename") or source.get("path") or None
-    entry = {k: v for k, v in part.items() if k not in ("messageID", "sessionID", "url")}
+    name = _str(part.get("filename")) or _str(source.get("path"))
+    entry = {k: bounded(v) for k, v in part.items() if k not in ("messageID", "sessionID", "url")}
     if not url.startswith("data:"):
         entry["url"] = url or None
         if mime and mime.startswith("image/"):
@@ -225,21 +249,22 @@ def _tool_blocks(part: Mapping[str, Any], blocks: list[Block], children: list[st
     state = _dict(part.get("state"))
     call_id = part.get("callID") if isinstance(part.get("callID"), str) else part.get("id")
     name = part.get("tool") if isinstance(part.get("tool"), str) and part.get("tool") else "tool"
-    blocks.append(tool_call_block(call_id, name, state.get("input", {})))
+    blocks.append(tool_call_block(call_id, name, bounded(state.get("input", {}))))
     status = state.get("status")
     if status in ("completed", "error"):
         raw = state.get("output") if status == "completed" else state.get("error")
-        output = raw if isinstance(raw, str) else "" if raw is None else orjson.dumps(raw).decode()
+        output = raw if isinstance(raw, str) else "" if raw is None else _json(raw)
         blocks.append(tool_result_block(call_id, output, status == "error"))
-    for attachment in state.get("attachments") or ():
+    attachments = state.get("attachments")
+    for attachment in attachments if isinstance(attachments, list) else ():
         if isinstance(attachment, dict):
             blocks.append(_file_block(attachment)[0])
     tool_meta = _dict(state.get("metadata"))
     child = tool_meta.get("sessionId") or tool_meta.get("sessionID")
     if isinstance(child, str) and child not in children:
         children.append(child)
-    entry = {k: v for k, v in part.items() if k not in ("messageID", "sessionID", "state")}
-    entry["state"] = {k: _slim(v) for k, v in state.items()
+    entry = {k: bounded(v) for k, v in part.items() if k not in ("messageID", "sessionID", "state")}
+    entry["state"] = {k: _kept(v) for k, v in state.items()
                       if k not in ("input", "output", "error", "attachments")}
     return entry
 
@@ -266,7 +291,7 @@ def _convert(info: dict[str, Any], parts: list[dict[str, Any]], children: list[s
                 blocks.append(text_block(text))
                 texts.append(text)
             shown = shown or flag is None
-            entries.append({k: v for k, v in part.items() if k not in ("messageID", "sessionID", "text")})
+            entries.append({k: bounded(v) for k, v in part.items() if k not in ("messageID", "sessionID", "text")})
         elif kind == "tool":
             entries.append(_tool_blocks(part, blocks, children))
             shown = True
@@ -279,10 +304,10 @@ def _convert(info: dict[str, Any], parts: list[dict[str, Any]], children: list[s
             if kind == "step-finish" and isinstance(part.get("tokens"), dict):
                 steps += 1
                 step_usage = _add_usage(step_usage, usage_from_tokens(part["tokens"], info.get("providerID")))
-            entries.append({k: _slim(v) for k, v in part.items() if k not in ("messageID", "sessionID")})
+            entries.append({k: _kept(v) for k, v in part.items() if k not in ("messageID", "sessionID")})
     model_info = _dict(info.get("model"))
     model = info.get("modelID") or model_info.get("modelID")
-    metadata = {k: _slim(v) for k, v in info.items()
+    metadata = {k: _kept(v) for k, v in info.items()
                 if k not in ("id", "sessionID", "role", "parentID", "modelID")}
     if role == "assistant":
         metadata.pop("system", None)  # early 0.x copied the whole system prompt into every reply
@@ -314,6 +339,8 @@ def _records(records: Iterable[Any], normalize: Any, kind: str, where: str,
             item = normalize(record) if isinstance(record, Mapping) else None
         except ValueError as exc:
             item, why = None, f"{kind} record does not decode: {exc}"
+        except Exception as exc:  # last line of defence: one record, not the session
+            item, why = None, f"{kind} record does not decode: {type(exc).__name__}: {exc}"
         else:
             why = f"{kind} record is not an object with a string id"
         if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
@@ -347,8 +374,8 @@ def parse_session(
     info = infos[0] if infos else {}
     by_id = {m["id"]: m for m in _records(messages, normalize_message, "message", where, sink)}
     ordered = sorted(by_id.values(), key=_sort_key)
-    sid = session_id or info.get("id") or next((m.get("sessionID") for m in ordered), None) or where
-    for orphan in sorted(set(parts_by_message) - set(by_id)):
+    sid = session_id or info.get("id") or next((m["sessionID"] for m in ordered if _str(m.get("sessionID"))), where)
+    for orphan in sorted(set(parts_by_message) - set(by_id), key=repr):
         sink.append(ParseIssue(where, None, f"parts of message {orphan} have no message record"))
 
     children: list[str] = []
@@ -357,8 +384,21 @@ def parse_session(
         if msg.get("role") not in ("user", "assistant"):
             sink.append(ParseIssue(where, None, f"message {msg['id']} has unknown role {msg.get('role')!r}"))
             continue
-        parts = _records(parts_by_message.get(msg["id"], ()), normalize_part, "part", where, sink)
-        out.append(_convert(msg, sorted(parts, key=lambda p: p["id"]), children))
+        found = parts_by_message.get(msg["id"], ())
+        if not isinstance(found, list | tuple):
+            sink.append(ParseIssue(where, None, f"parts of message {msg['id']} are a {type(found).__name__}"))
+            found = ()
+        parts = []
+        for part in _records(found, normalize_part, "part", where, sink):
+            if isinstance(part.get("type"), str | None):  # a list or object: a type OpenCode never writes
+                parts.append(part)
+            else:
+                sink.append(ParseIssue(where, None, f"part {part['id']} of message {msg['id']}: type is a "
+                                                    f"{type(part.get('type')).__name__}, not a string; skipped"))
+        try:
+            out.append(_convert(msg, sorted(parts, key=lambda p: p["id"]), children))
+        except Exception as exc:  # last line of defence: a parser bug costs this message, not the session
+            sink.append(ParseIssue(where, None, f"message {msg['id']} skipped: {type(exc).__name__}: {exc}"))
 
     revert = _dict(info.get("revert"))
     ids = [m.id for m in out]
@@ -371,11 +411,11 @@ def parse_session(
             message.visibility = "rewound"
 
     times = _dict(info.get("time"))
-    directory = info.get("directory") or next(
-        (_dict(m.get("path")).get("cwd") for m in ordered if _dict(m.get("path")).get("cwd")), None)
-    worktree = (project or {}).get("worktree")
+    directory = _str(info.get("directory")) or next(
+        (_dict(m.get("path"))["cwd"] for m in ordered if _str(_dict(m.get("path")).get("cwd"))), None)
+    worktree = _str((project or {}).get("worktree"))
     project_path = directory or (worktree if worktree and worktree != "/" else None)
-    metadata = {k: _slim(v) for k, v in info.items()
+    metadata = {k: _kept(v) for k, v in info.items()
                 if k not in ("id", "title", "parentID", "directory")}
     if session is None:
         metadata["session_record_missing"] = True

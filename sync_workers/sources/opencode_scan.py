@@ -34,6 +34,7 @@ from pathlib import Path
 import orjson
 
 from parsers.errors import ParseIssue
+from parsers.nesting import bounded
 from parsers.opencode import parse_session
 from sync_workers.sources.files import Delta, ScanStats, TrackedFile, unsent
 from sync_workers.sources.opencode_store import (
@@ -166,13 +167,22 @@ def _scan_json(storage: Path, cursors: Mapping[str, FileCursor], acked: Acked, s
         yield _delta(bundle, store, 1_000_000_000, acked, stats)
 
 
+def _size(record: dict[str, object]) -> int:
+    """A record's size as JSON, for the summary; orjson refuses nesting past 255 levels, which a
+    storage file may hold: that must cost nothing but the exactness of this figure."""
+    try:
+        return len(orjson.dumps(record, default=repr))
+    except TypeError:
+        return len(orjson.dumps(bounded(record), default=repr))
+
+
 def _delta(bundle: SessionBundle, store: str, per_second: int, acked: Acked, stats: ScanStats) -> Delta:
     """The session's unsent messages, and the cursor and digests that hold once they are durable."""
     issues = list(bundle.issues)
     stats.files_read += 1
     parts = [p for found in bundle.parts_by_message.values() for p in found]
     stats.records += len(bundle.messages) + len(parts)
-    stats.bytes_read += sum(len(orjson.dumps(r, default=repr)) for r in (*bundle.messages, *parts))
+    stats.bytes_read += sum(_size(r) for r in (*bundle.messages, *parts))
     marker = bundle.marker
     if marker >= (time.time() - SETTLE_SECONDS) * per_second:
         marker -= 1  # recent: read once more next check (see the module docstring)

@@ -20,6 +20,7 @@ losing committed writes that still sit in the ``-wal`` file.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import sqlite3
@@ -254,6 +255,14 @@ def _copy_snapshot(db: Path, into: Path, attempts: int = 10) -> Path:
     raise OSError(f"{db}: the WAL kept restarting while it was copied; try again later")
 
 
+def _stamp(value: Any) -> int:
+    """A row's ``time_updated`` (ms) as an int: 0 for a value that is no number, so one corrupt row
+    costs its own change detection, not the listing of every session."""
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, float) and math.isfinite(value) else 0
+
+
 def _uri(path: Path) -> str:
     return f"file:{quote(str(path.resolve()))}?mode=ro"
 
@@ -335,13 +344,16 @@ class OpenCodeDB:
 
     def session_markers(self) -> dict[str, int]:
         """Every session id with its marker: the newest ``time_updated`` of its rows (ms)."""
+        # CAST: SQLite keeps whatever type a row holds, and text sorts above every number, so one
+        # corrupt time_updated would otherwise be the marker for good and hide every later change.
         rows = self._conn.execute(
-            "SELECT s.id, max(s.time_updated, coalesce(m.t, 0), coalesce(p.t, 0)) FROM session s"
-            " LEFT JOIN (SELECT session_id, max(time_updated) t FROM message GROUP BY session_id) m"
+            "SELECT s.id, max(CAST(s.time_updated AS INTEGER), coalesce(m.t, 0), coalesce(p.t, 0)) FROM session s"
+            " LEFT JOIN (SELECT session_id, max(CAST(time_updated AS INTEGER)) t FROM message GROUP BY session_id) m"
             " ON m.session_id = s.id"
-            " LEFT JOIN (SELECT session_id, max(time_updated) t FROM part GROUP BY session_id) p"
+            " LEFT JOIN (SELECT session_id, max(CAST(time_updated AS INTEGER)) t FROM part GROUP BY session_id) p"
             " ON p.session_id = s.id")
-        return {r[0]: int(r[1] or 0) for r in rows}
+        # OpenCode's ids are text; a row with another id type is not one of its sessions.
+        return {r[0]: _stamp(r[1]) for r in rows if isinstance(r[0], str)}
 
     def changed_sessions(self, since_ms: int) -> dict[str, int]:
         """Sessions with a row updated at or after ``since_ms``, with their new marker.
@@ -358,7 +370,8 @@ class OpenCodeDB:
             " GROUP BY session_id", {"t": since_ms})
         changed: dict[str, int] = {}
         for sid, stamp in rows:
-            changed[sid] = max(changed.get(sid, 0), int(stamp or 0))
+            if isinstance(sid, str):
+                changed[sid] = max(changed.get(sid, 0), _stamp(stamp))
         return changed
 
     def read_session(self, session_id: str) -> SessionBundle | None:
@@ -383,9 +396,8 @@ class OpenCodeDB:
         by_message: dict[str, list[dict[str, Any]]] = {}
         for part in parts:
             by_message.setdefault(part["message_id"], []).append(part)
-        stamps = [r.get("time_updated") or 0 for r in (session or {}, *messages, *parts)]
-        return SessionBundle(session_id, session, messages, by_message, project,
-                             int(max(stamps)), str(self.path))
+        stamps = [_stamp(r.get("time_updated")) for r in (session or {}, *messages, *parts)]
+        return SessionBundle(session_id, session, messages, by_message, project, max(stamps), str(self.path))
 
     def iter_sessions(self, session_ids: Iterable[str] | None = None) -> Iterator[SessionBundle]:
         """Bundles for ``session_ids`` (all sessions when None), one read transaction each."""
