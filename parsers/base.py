@@ -76,19 +76,59 @@ def decode_line(line: bytes) -> Any:
     Tool outputs recorded by coding agents can hold bytes that are not valid UTF-8 or escaped
     lone surrogates, which orjson rightly rejects. Those lines are still good records: decode
     them with replacement characters instead of losing them. Raises ``ValueError`` when the line
-    is not JSON at all.
+    is not JSON at all, and when it nests deeper than a decoder can go (orjson stops at 1024
+    levels, ``json`` at Python's recursion limit): never ``RecursionError``, so the caller counts
+    one skipped line and reads on.
     """
     try:
         return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return _scrub(json.loads(line.decode("utf-8", "replace")))
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    try:
+        # Integers past 64 bits become floats, as orjson makes them: what is decoded here can be
+        # encoded again by orjson (a parser's state is).
+        return _scrub(json.loads(line.decode("utf-8", "replace"), parse_int=_int))
+    except RecursionError:
+        raise ValueError(f"JSON nested too deep to decode ({error})") from None
 
 
 def _scrub(value: Any) -> Any:
+    """``value`` with every string made valid UTF-8 (lone surrogates replaced), without recursion."""
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    return value
+    if not isinstance(value, list | dict):
+        return value
+    root = [value]
+    stack: list[list[Any] | dict[Any, Any]] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    node[index] = item.encode("utf-8", "replace").decode("utf-8")
+                elif isinstance(item, list | dict):
+                    stack.append(item)
+        else:
+            if not all(map(_valid, node)):  # rare: rebuilt, so the keys keep their order
+                items = list(node.items())
+                node.clear()
+                node.update((k.encode("utf-8", "replace").decode("utf-8"), v) for k, v in items)
+            for key, item in node.items():
+                if isinstance(item, str):
+                    node[key] = item.encode("utf-8", "replace").decode("utf-8")
+                elif isinstance(item, list | dict):
+                    stack.append(item)
+    return root[0]
+
+
+def _int(text: str) -> int | float:
+    value = int(text)
+    return value if -(1 << 63) <= value < 1 << 64 else float(value)
+
+
+def _valid(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -31,7 +31,17 @@ from typing import Any
 import msgspec
 import orjson
 
-__all__ = ["MAX_DEPTH", "UNENCODABLE", "bounded", "bounded_raw", "depth_of", "depth_of_raw", "too_deep_raw"]
+__all__ = [
+    "MAX_DEPTH",
+    "UNENCODABLE",
+    "bounded",
+    "bounded_below",
+    "bounded_raw",
+    "depth_of",
+    "depth_of_raw",
+    "json_text",
+    "too_deep_raw",
+]
 
 MAX_DEPTH = 64
 """Levels of nesting a value may have, counted from the value itself (see the module docstring)."""
@@ -125,6 +135,29 @@ def bounded(value: Any, limit: int = MAX_DEPTH) -> Any:
         return value
     if depth_of(value, limit) <= limit:
         return value
+    return json_text(value)
+
+
+def bounded_below(value: Any, levels: int, limit: int = MAX_DEPTH) -> Any:
+    """``value`` with its top ``levels`` levels of containers kept as they are (copied) and every
+    value under them :func:`bounded`.
+
+    For a whole record nested too deep: its envelope keeps its shape (``levels`` = how deep the
+    payload fields sit, e.g. 2 for ``record.payload.<field>``), only the payloads past the limit
+    become text. Recursion is bounded by ``levels``.
+    """
+    if levels <= 0:
+        return bounded(value, limit)
+    if isinstance(value, dict):
+        return {k: bounded_below(v, levels - 1, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [bounded_below(v, levels - 1, limit) for v in value]
+    return value
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text of a decoded value, whatever it holds: any depth, integers past 64 bits,
+    lone surrogates (replaced). orjson first (fast), the iterative encoder where orjson refuses."""
     try:
         return orjson.dumps(value).decode()
     except (TypeError, ValueError, RecursionError):

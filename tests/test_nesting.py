@@ -11,7 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parsers.nesting import MAX_DEPTH, UNENCODABLE, bounded, bounded_raw, depth_of, depth_of_raw, too_deep_raw
+from parsers.base import decode_line
+from parsers.nesting import (
+    MAX_DEPTH,
+    UNENCODABLE,
+    bounded,
+    bounded_below,
+    bounded_raw,
+    depth_of,
+    depth_of_raw,
+    json_text,
+    too_deep_raw,
+)
 
 
 def nested(levels: int, leaf: object = 1) -> object:
@@ -107,3 +118,35 @@ def test_raw_and_decoded_depths_agree(value: object, limit: int) -> None:
         assert json.loads(result) == value
     else:
         assert result is value
+
+
+def test_bounded_below_keeps_the_envelope_and_bounds_the_payloads() -> None:
+    deep = nested(300)
+    record = {"type": "x", "payload": {"input": deep, "name": "n", "list": [deep, 1]}}
+    out = bounded_below(record, 2)
+    assert out["type"] == "x" and out["payload"]["name"] == "n"
+    assert json.loads(out["payload"]["input"]) == deep
+    assert json.loads(out["payload"]["list"]) == [deep, 1]
+    assert depth_of(out) <= 2 + MAX_DEPTH
+
+
+def test_json_text_writes_what_orjson_refuses() -> None:
+    assert json.loads(json_text({"n": 2**80, "d": nested(300)})) == {"n": 2**80, "d": nested(300)}
+    assert json_text("a") == '"a"'
+
+
+@pytest.mark.parametrize("levels", [1025, 5000, 200_000])
+def test_decode_line_refuses_past_what_a_decoder_can_go_with_a_value_error(levels: int) -> None:
+    with pytest.raises(ValueError, match="nested too deep"):
+        decode_line(b'{"a": ' + b"[" * levels + b"]" * levels + b"}")
+
+
+def test_decode_line_repairs_text_at_any_depth_the_decoders_allow() -> None:
+    line = b'{"k\\ud800": ' + b"[" * 600 + b'"\xff\\udfff", 123456789012345678901234567890' + b"]" * 600 + b"}"
+    value = decode_line(line)
+    assert list(value) == ["k?"]
+    inner = value["k?"]
+    for _ in range(599):
+        inner = inner[0]
+    assert inner == ["\ufffd?", 1.2345678901234568e29]
+    orjson.dumps(bounded(value))  # what it decoded encodes again
