@@ -1,7 +1,7 @@
 """Claude Code transcripts (``~/.claude/projects/<dir>/<session>.jsonl``) into the standard schema.
 
 The file is append-only JSONL, so this is a chunk parser (see ``parsers.base``). What it must
-get right, from ``shared/formats/claude_code.md``:
+get right, from the Claude Code format notes:
 
 * One API response is written as several ``assistant`` lines sharing ``message.id`` and
   ``requestId``; consecutive fragments become one message whose id is the first fragment's

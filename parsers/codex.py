@@ -1,6 +1,6 @@
 """OpenAI Codex CLI rollouts (``~/.codex/sessions/**/rollout-*.jsonl``) into the standard schema.
 
-Three generations of files, one conversion (``shared/formats/codex.md``):
+Three generations of files, one conversion (the Codex format notes):
 
 * envelope JSONL (0.3x → now): ``{timestamp, type, payload}`` lines; ``parse_chunk``;
 * early Rust JSONL: a bare header ``{id, timestamp, ...}``, then bare Responses API items and

@@ -1,6 +1,6 @@
 """The standard schema every parser produces and every sink stores.
 
-It mirrors ``shared/contract/batch.schema.json`` (schema version 1). The classes are slotted
+It mirrors the contract's ``batch.schema.json`` (schema version 1, ``docs/contract.md``). The classes are slotted
 dataclasses, which msgspec encodes natively and fast (:func:`encode`): no per-message
 ``to_dict``. Content blocks and usage stay plain dicts (the schema's block
 is a tagged union; the helpers below build each shape so the keys are spelled once).

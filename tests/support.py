@@ -13,10 +13,12 @@ import orjson
 from parsers.schema import encode
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-SAMPLES = SHARED / "samples"
 DATA = Path(__file__).resolve().parent / "data"
-SCHEMA = orjson.loads((SHARED / "contract" / "batch.schema.json").read_bytes())
+# Real files written by the tools, copied byte-for-byte with their origin (data/samples/PROVENANCE.md).
+SAMPLES = DATA / "samples"
+# The contract's schema as the package ships it (the receiver validates with the same file).
+SCHEMA_PATH = REPO / "sync_workers" / "receiver" / "batch.schema.json"
+SCHEMA = orjson.loads(SCHEMA_PATH.read_bytes())
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
