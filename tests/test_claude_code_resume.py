@@ -77,6 +77,8 @@ def stored(state: Path, conversation_id: str) -> dict[str, Any]:
 
 def check(state: Path) -> None:
     old, new = stored(state, ORIGINAL), stored(state, RESUMED)
+    for conversation in (old, new):  # bookkeeping records without a uuid (id ``kind@offset``) are not copies
+        conversation["messages"] = [m for m in conversation["messages"] if "@" not in m["id"]]
     assert [(m["id"], m["visibility"]) for m in old["messages"]] == [("u1", "visible"), ("a1", "visible")]
     assert [(m["id"], m["visibility"]) for m in new["messages"]] == [
         ("u1", "replayed"), ("a1", "replayed"), ("u2", "visible"), ("a2", "visible")]
@@ -112,6 +114,30 @@ def test_an_archive_from_a_version_without_owners_takes_them_from_its_messages(t
         db.execute("DROP TABLE claude_code_owners")  # as the previous version left it
     db.close()
     _write(project / f"{RESUMED}.jsonl", resumed())
+    backfill(tmp_path / "projects", tmp_path / "state")
+    check(tmp_path / "state")
+
+
+def _snapshot(message: str, ts: str, backups: int = 0) -> dict[str, Any]:
+    """A ``file-history-snapshot``: no ``timestamp`` of its own, only one nested in ``snapshot``."""
+    files = {f"src/file{i}.py": {"backupFileName": f"{i:04x}@v1", "version": 1, "backupTime": ts}
+             for i in range(backups)}
+    return {"type": "file-history-snapshot", "messageId": message, "isSnapshotUpdate": False,
+            "snapshot": {"messageId": message, "trackedFileBackups": files, "timestamp": ts}}
+
+
+def test_files_that_begin_with_untimed_records_are_ordered_by_their_first_timed_record(tmp_path):
+    """Real files often start with ``summary`` or ``file-history-snapshot`` records, which carry no
+    ``timestamp``: the order comes from the first record that has one, so the copies stay with the
+    session that ran first. The original's snapshot is big enough that its first 16 KiB hold no
+    timed record; the resumed file's snapshot is nested-timed at resume time."""
+    project = tmp_path / "projects" / "-work-app"
+    big = _snapshot("u1", "2026-01-01T10:00:00.000Z", backups=300)
+    assert len(orjson.dumps(big)) > 16 * 1024
+    _write(project / f"{ORIGINAL}.jsonl", [big, *original()])
+    head = [{"type": "summary", "summary": "First question answered", "leafUuid": "a1"},
+            _snapshot("u2", "2026-01-02T09:00:00.000Z")]
+    _write(project / f"{RESUMED}.jsonl", [*head, *resumed()])
     backfill(tmp_path / "projects", tmp_path / "state")
     check(tmp_path / "state")
 

@@ -10,8 +10,9 @@ of the session it resumes, with their ``uuid``s. The first conversation a messag
 in owns it (``State.owners``, kept with the cursors); a later copy is sent with ``visibility:
 replayed`` and no usage, so it is neither shown nor counted twice, and its conversation names
 the owner as ``parent_conversation_id`` with ``relation: resume``. For "first" to mean the
-session that ran first, a project's files are read in the order of their first and last record
-times, one after another (``TrackedFile.group``), also when a backfill uses several processes.
+session that ran first, a project's files are read in the order of their first and last timed
+records (``_edge_time``: untimed bookkeeping at the top of a file is passed over), one after another
+(``TrackedFile.group``), also when a backfill uses several processes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -32,6 +34,7 @@ from sync_workers.store import MessageRecord
 
 _TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*"([^"]{10,40})"')
 _HEAD = 16 * 1024
+_EDGE_MAX = 1024 * 1024
 
 
 def default_projects_dirs() -> list[Path]:
@@ -106,27 +109,50 @@ def _started(tracked: TrackedFile, cursors: Mapping[str, FileCursor]) -> tuple[s
         if unchanged(cursors.get(path), st):
             return "", ""
         with open(path, "rb") as handle:
-            head = handle.read(_HEAD)
-            handle.seek(max(0, st.st_size - _HEAD))
-            tail = handle.read(_HEAD)
+            first = _edge_time(handle, st.st_size, last=False)
+            last = _edge_time(handle, st.st_size, last=True) if first is not None else None
     except OSError:
         return "", ""
-    lines = tail.split(b"\n")[1:-1] if len(tail) == _HEAD else tail.split(b"\n")[:-1]  # whole lines only
-    first = _time_of(head.split(b"\n", 1)[0], head)
-    last = next(filter(None, (_time_of(line) for line in reversed(lines))), None)
     if first is None or last is None:
         return "~", "~"  # no time: after those with one
     return first, last
 
 
-def _time_of(line: bytes, fallback: bytes | None = None) -> str | None:
-    """A record's ``timestamp``; in a line cut short, the first one that looks like it."""
-    try:
-        value = orjson.loads(line).get("timestamp")
-        return value if isinstance(value, str) else None
-    except (orjson.JSONDecodeError, AttributeError):
-        match = _TIMESTAMP.search(fallback) if fallback is not None else None
+def _edge_time(handle: BinaryIO, size: int, last: bool) -> str | None:
+    """The time of the first (``last``: the last) record at that end of the file that has one.
+
+    Files often begin with records that carry no ``timestamp`` (``summary``, ``file-history-snapshot``;
+    format notes §3, §5.2): they are passed over, or the file would sort as if it had no time and a
+    resumed copy would be credited to the wrong session. Reading stays bounded: ``_HEAD`` bytes, and
+    only when those hold no timed record, up to ``_EDGE_MAX``.
+    """
+    for span in (_HEAD, _EDGE_MAX):
+        span = min(span, size)
+        start = size - span if last else 0
+        handle.seek(start)
+        data = handle.read(span)
+        lines = data.split(b"\n")
+        whole = lines[1 if start else 0:-1]  # complete lines only: the ends may be cut or still written
+        for line in reversed(whole) if last else whole:
+            if b'"timestamp"' in line and (found := _time_of(line)) is not None:
+                return found
+        if span == size:
+            break
+    if not last and len(lines) == 1:
+        # One line longer than the bound (a huge first record): the first time that looks like one.
+        match = _TIMESTAMP.search(lines[0])
         return match.group(1).decode("utf-8", "replace") if match else None
+    return None
+
+
+def _time_of(line: bytes) -> str | None:
+    """A record's own top-level ``timestamp`` (a nested one, as in a snapshot, is not the record's)."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    stamp = value.get("timestamp") if isinstance(value, dict) else None
+    return stamp if isinstance(stamp, str) and stamp else None
 
 
 def _mark_copies(delta: Delta, owners: Callable[[list[str]], dict[str, str]], seen: dict[str, str]) -> None:
