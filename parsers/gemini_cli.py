@@ -44,9 +44,9 @@ from typing import Any
 
 from parsers.base import Parsed, decode_line
 from parsers.errors import ParseError, ParseIssue
-from parsers.gemini_cli_messages import call_ids, convert_message, record_problem
-from parsers.nesting import bounded
-from parsers.schema import Conversation, Message, normalize_timestamp
+from parsers.gemini_cli_messages import call_ids, convert_message, record_problem, timestamp
+from parsers.nesting import bounded, too_deep_raw
+from parsers.schema import Conversation, Message
 
 __all__ = ["parse_document"]
 
@@ -95,29 +95,28 @@ class _Replay:
         """Take ``data`` as one JSON document; False when it is not one but its first line is."""
         try:
             document = decode_line(data)
-        except RecursionError:
-            # Nested deeper than any decoder goes (orjson stops at 1024 levels): somewhere inside, most
-            # likely in one message. Decode the document member by member so that costs that one only.
-            document = self._by_members(data)
         except ValueError as error:
-            first = data.lstrip().split(b"\n", 1)[0]
-            try:
-                if isinstance(decode_line(first), dict):
-                    return False
-            except (ValueError, RecursionError):
-                pass
-            raise ParseError(self.path, f"not a JSON document: {error}") from None
+            if too_deep_raw(data, _DECODER_DEPTH) and (members := _items(data, b"{")) is not None:
+                # Nested deeper than JSON decoders go, somewhere inside, most likely in one message:
+                # decode the document member by member so that costs that one only.
+                document = self._by_members(members)
+            else:
+                first = data.lstrip().split(b"\n", 1)[0]
+                try:
+                    if isinstance(decode_line(first), dict):
+                        return False
+                except ValueError:
+                    pass
+                raise ParseError(self.path, f"not a JSON document: {error}") from None
         if not isinstance(document, dict):
             raise ParseError(self.path, f"session document is a {type(document).__name__}, not an object")
         self._metadata(document, None)
         return True
 
-    def _by_members(self, data: bytes) -> dict[str, Any]:
-        """The document's members decoded one by one (``messages`` element by element); a member too
-        deep to decode is left out (an issue), an element of ``messages`` becomes :class:`_Undecodable`."""
-        members = _items(data, b"{")
-        if members is None:
-            raise ParseError(self.path, "not a JSON document: nested too deep, and not one object")
+    def _by_members(self, members: list[bytes]) -> dict[str, Any]:
+        """The document's members (``"key": value`` bytes) decoded one by one (``messages`` element by
+        element); a member that does not decode is left out (an issue), an element of ``messages``
+        becomes :class:`_Undecodable`."""
         document: dict[str, Any] = {}
         for member in members:
             found = _KEY.match(member)
@@ -145,9 +144,6 @@ class _Replay:
             self.records += 1
             try:
                 record = decode_line(line)
-            except RecursionError:
-                self.issues.append(ParseIssue(self.path, number, f"{_TOO_DEEP}: skipped"))
-                continue
             except ValueError as error:
                 reason = f"invalid JSON: {error}"
                 if number - 1 == last:
@@ -217,7 +213,7 @@ class _Replay:
 
     def message(self, message_id: str, record: dict[str, Any], line: int | None, label: str) -> None:
         """Take one copy of a message; one with a field of a type the format never has is skipped."""
-        problem = record_problem(record)
+        problem = record_problem(record) if message_id else "id is empty"
         if problem is not None:
             self._skip(line, f"{label}: {problem}")
             return
@@ -248,7 +244,8 @@ class _Replay:
                 self.fate[message_id] = "checkpoint"
 
 
-_TOO_DEEP = "nested deeper than JSON decoders go (1024 levels)"
+_DECODER_DEPTH = 1024
+"""orjson's depth limit: ``decode_line`` refuses deeper JSON (``json`` stops near it too)."""
 _STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
 _TOKENS = re.compile(_STRING + rb"|[\[\]{},]", re.DOTALL)
 _KEY = re.compile(rb"\s*(" + _STRING + rb")\s*:", re.DOTALL)
@@ -266,8 +263,6 @@ class _Undecodable:
 def _decode_or_reason(raw: bytes) -> Any:
     try:
         return decode_line(raw)
-    except RecursionError:
-        return _Undecodable(_TOO_DEEP)
     except ValueError as error:
         return _Undecodable(f"invalid JSON: {error}")
 
@@ -337,8 +332,8 @@ def _assemble(replay: _Replay, path: str, hints: dict[str, Any]) -> Conversation
         id=session_id,
         messages=messages,
         title=summary if isinstance(summary, str) and summary.strip() else None,
-        created_at=normalize_timestamp(meta.get("startTime")),
-        updated_at=normalize_timestamp(meta.get("lastUpdated")) or _last_time(messages),
+        created_at=timestamp(meta.get("startTime")),
+        updated_at=timestamp(meta.get("lastUpdated")) or _last_time(messages),
         model=_model(messages, replay.fate),
         project={"path": project_path} if project_path else None,
         metadata=metadata,

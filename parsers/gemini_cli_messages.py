@@ -28,11 +28,10 @@ The rules, each chosen so nothing recorded is lost and a reader sees what the us
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-import orjson
-
-from parsers.nesting import bounded
+from parsers.nesting import bounded, json_text
 from parsers.schema import (
     Block,
     Message,
@@ -46,7 +45,7 @@ from parsers.schema import (
     tool_result_block,
 )
 
-__all__ = ["call_ids", "convert_message", "flatten_result", "record_problem"]
+__all__ = ["call_ids", "convert_message", "flatten_result", "record_problem", "timestamp"]
 
 _ROLES = {"user": "user", "gemini": "assistant", "info": "system", "warning": "system", "error": "system"}
 _MAPPED = frozenset(
@@ -55,6 +54,20 @@ _MAPPED = frozenset(
 _PART_KINDS = ("text", "functionCall", "functionResponse", "inlineData", "fileData")
 _MARKER = "[Function Response: "
 _ERROR_STATUSES = frozenset({"error", "cancelled"})
+
+
+_CONTRACT_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+
+
+def timestamp(value: Any) -> str | None:
+    """``normalize_timestamp``, or None for a time the contract cannot carry: it raises OverflowError
+    for a string whose UTC time falls outside years 1-9999 and writes 3-digit years before 1000
+    (e.g. a millisecond count read as seconds). Neither may cost more than this one field."""
+    try:
+        text = normalize_timestamp(value)
+    except (OverflowError, ValueError):
+        return None
+    return text if text is None or _CONTRACT_TIME.fullmatch(text) else None
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -121,7 +134,7 @@ def convert_message(message_id: str, record: dict[str, Any], known_calls: set[st
         role=role,
         content=blocks,
         text="".join(b["text"] for b in blocks if b["type"] == "text"),
-        created_at=normalize_timestamp(record.get("timestamp")),
+        created_at=timestamp(record.get("timestamp")),
         model=model if isinstance(model, str) else None,
         usage=usage,
         visibility=visibility,
@@ -235,12 +248,7 @@ def _str(mapping: dict[str, Any], key: str) -> str | None:
 
 def _json(value: Any) -> str:
     """JSON text of a decoded value, at any depth and with integers past 64 bits (orjson refuses both)."""
-    if isinstance(value, dict | list):
-        return bounded(value, 0)
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return bounded([value], 0)[1:-1]
+    return json_text(value)
 
 
 def _bounded_entries(value: Any) -> Any:
