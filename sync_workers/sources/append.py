@@ -4,7 +4,9 @@ Split in two so the expensive half can run in another process (``sources.paralle
 :func:`read_chunk` reads and parses one chunk and touches nothing else (no state, no
 stats), and :class:`AppendRead` is the bookkeeping around it: where the next chunk
 starts, what the cursor becomes, what the stats say. Memory stays bounded by the chunk size
-whatever the file's size.
+whatever the file's size, or by the longest line when a line is longer than a chunk: such a line
+is read on, within the same call, until it ends (each byte once, the pieces joined once), never
+read again from its start with a doubled length (:func:`read_lines`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from parsers.errors import ParseIssue
 from parsers.schema import Conversation
 from sync_workers.state import Advance, FileCursor
 
-__all__ = ["HEAD_BYTES", "AppendRead", "ChunkRead", "identity", "read_chunk"]
+__all__ = ["HEAD_BYTES", "AppendRead", "ChunkRead", "identity", "read_chunk", "read_lines"]
 
 HEAD_BYTES = 64 * 1024
 
@@ -58,15 +60,45 @@ def read_chunk(request: ReadRequest, finish: Callable[[list[Conversation]], None
     ``finish`` may transform the conversations where the chunk was read (the parallel reader
     encodes messages there, so the bytes cross processes once, already in their final form).
     """
-    with open(request.path, "rb") as handle:
-        handle.seek(request.position)
-        data = handle.read(request.length)
+    data = read_lines(request.path, request.position, request.length, request.size)
     at_end = request.position + len(data) >= request.size
     parsed = request.parse(Chunk(data, request.path, request.position, request.state, request.hints, at_end))
     if finish is not None:
         finish(parsed.conversations)
     return ChunkRead(parsed.conversations, parsed.consumed, parsed.state, parsed.records, parsed.issues,
                      len(data), at_end, data.endswith(b"\n"))
+
+
+def read_lines(path: str, position: int, length: int, size: int) -> bytes:
+    """``length`` bytes at ``position``, read on past them while the line they end in is long: a
+    chunk then holds at least one whole line, and the unfinished line it ends in (which the next
+    chunk reads again) is at most ``length // 8`` bytes, whatever the lengths of the lines.
+
+    Why here and not in a second call: a chunk that held no line used to be read again from the
+    line's start, twice as long each time (a 50 MB line cost 120 MB of reads and 411 MB of memory);
+    carrying the partial bytes to the next call instead would send them back and forth when chunks
+    are parsed in another process. Here the pieces after the first are read once (``size`` bounds
+    them: growth is the next check's) and joined once, so memory stays near the line's length.
+    """
+    step = max(length // 8, 1)
+    with open(path, "rb") as handle:
+        handle.seek(position)
+        data = handle.read(length)
+        pieces, total = [data], len(data)
+        last = data.rfind(b"\n")
+        seen, tail = last >= 0, len(data) - last - 1
+        while position + total < size and (not seen or tail > step):
+            piece = handle.read(min(step, size - position - total))
+            if not piece:  # truncated under us: the next check sees it changed
+                break
+            pieces.append(piece)
+            total += len(piece)
+            last = piece.rfind(b"\n")
+            if last >= 0:
+                seen, tail = True, len(piece) - last - 1
+            else:
+                tail += len(piece)
+    return data if len(pieces) == 1 else b"".join(pieces)
 
 
 def identity(path: str, st: os.stat_result, head: bytes) -> FileCursor:
@@ -120,7 +152,11 @@ class AppendRead:
 
     def take(self, read: ChunkRead, stats: Any) -> tuple[list[Conversation], Advance] | None:
         """Account for a chunk read; the conversations it gave and the cursor that moves with
-        them, or None when the chunk held no complete line (it is read again, twice as long)."""
+        them, or None when the parser consumed nothing before the end of the file.
+
+        A chunk holds at least one whole line (:func:`read_lines`), so a parser that consumes
+        nothing mid-file is holding several lines together; that rare case is read again, twice
+        as long."""
         stats.bytes_read += read.length
         stats.records += read.records
         stats.issues.extend(read.issues)
@@ -128,7 +164,7 @@ class AppendRead:
             self.done = True
             return None
         if read.consumed == 0 and not read.at_end:
-            self.want *= 2  # one line longer than a chunk: read more of it
+            self.want *= 2  # the parser needs more than this chunk's lines to move on
             return None
         self.position += read.consumed
         self.state = read.state
