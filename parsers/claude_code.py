@@ -62,6 +62,7 @@ _TITLE_FIELDS = {"summary": ("summary", 1), "ai-title": ("aiTitle", 2), "custom-
 _FINISHED = frozenset({"end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"})
 _SYNTHETIC = "<synthetic>"
 _TITLE_LENGTH = 120
+_RECENT = 32
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -177,6 +178,8 @@ class _Run:
         self.created: set[str] = set(state.get("created", ()))
         self.resp: dict[str, Any] | None = state.get("resp")
         self.alias: dict[str, str] = dict(state.get("alias", {}))
+        self.recent: list[str] = list(state.get("recent", ()))
+        """The uuids of the session's last records in earlier chunks: a ``summary`` read later may name one."""
         self.main_id: str | None = state.get("conv")
         self.parent_id: str | None = state.get("parent")
         self.conversations: dict[str, Conversation] = {}
@@ -285,6 +288,7 @@ class _Run:
     def state(self) -> dict[str, Any]:
         resp = self.resp
         return {"line": self.line, "title_rank": self.title_rank, "created": sorted(self.created),
+                "recent": self.recent_uuids(),
                 "resp": resp, "alias": dict(self.alias), "conv": self.main_id, "parent": self.parent_id}
 
     def record(self, line: _Line, start: int) -> None:
@@ -351,9 +355,39 @@ class _Run:
     def title(self, line: _Line, kind: str) -> None:
         field, rank = _TITLE_FIELDS[kind]
         value = getattr(line, field)
-        if isinstance(value, str) and value.strip() and rank >= self.title_rank:
-            self.title_rank = rank
-            self.conversation_for(line).title = value.strip()
+        if not isinstance(value, str) or not value.strip() or rank < self.title_rank:
+            return
+        if kind == "summary" and not self.own_leaf(line.leafUuid):
+            return
+        self.title_rank = rank
+        self.conversation_for(line).title = value.strip()
+
+    def own_leaf(self, leaf: Raw | UnsetType) -> bool:
+        """Whether a ``summary``'s ``leafUuid`` is a record of this session (format notes §3, §5.8).
+
+        A summary titles the chain ending at its leaf, which may live in another file: a resumed
+        file begins with summaries of the session it resumes, then may copy that session's records
+        with their uuids. A summary is written about records that exist, so a leaf that appears
+        only *after* its summary in this file is such a copy, not this session's: only a leaf read
+        before the summary (in this chunk, or among the last records of earlier ones) counts.
+        """
+        if leaf is UNSET or first_byte(leaf) != ord('"'):
+            return False
+        uuid = _ANY.decode(leaf)
+        if uuid in self.recent:
+            return True
+        main = self.conversations.get(self.main_id) if self.main_id else None
+        return main is not None and any(m.id == uuid or uuid in m.metadata.get("uuids", ()) for m in main.messages)
+
+    def recent_uuids(self) -> list[str]:
+        """The last ``_RECENT`` record uuids of the session (fragments included), for ``own_leaf``."""
+        main = self.conversations.get(self.main_id) if self.main_id else None
+        if main is None or not main.messages:
+            return self.recent
+        uuids = list(self.recent)
+        for message in main.messages[-_RECENT:]:
+            uuids.extend(message.metadata.get("uuids") or (() if "@" in message.id else (message.id,)))
+        return uuids[-_RECENT:]
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -193,3 +193,60 @@ def test_odd_shapes_never_stop_the_file():
     assert parsed.consumed == len(data)
     assert [i.line for i in parsed.issues] == [4]
     assert "unexpected record shape" in parsed.issues[0].reason
+
+
+def _turn(uuid: str, parent: str | None, text: str, ts: str) -> list[dict]:
+    """A prompt and its one-line answer (uuids ``u<uuid>`` and ``a<uuid>``)."""
+    return [{"type": "user", "uuid": f"u{uuid}", "parentUuid": parent, "sessionId": "s", "timestamp": ts,
+             "message": {"role": "user", "content": text}},
+            {"type": "assistant", "uuid": f"a{uuid}", "parentUuid": f"u{uuid}", "sessionId": "s", "timestamp": ts,
+             "requestId": f"r{uuid}", "message": {"id": f"m{uuid}", "role": "assistant", "stop_reason": "end_turn",
+                                                  "content": [{"type": "text", "text": "done"}]}}]
+
+
+def _summary(text: str, leaf: str) -> dict:
+    return {"type": "summary", "summary": text, "leafUuid": leaf}
+
+
+def _title(data: bytes) -> str | None:
+    return parse_chunk(Chunk(data, "s.jsonl")).conversations[0].title
+
+
+def test_a_resumed_files_summaries_of_the_session_it_resumed_do_not_title_it():
+    """A resumed file begins with summaries whose leaves live in the file it resumed (format notes
+    §3): they title that session, not this one, which keeps its own first prompt."""
+    data = _lines(_summary("Old work on the parser", "a-elsewhere"),
+                  *_turn("1", None, "Carry on with the tests", "2026-01-02T09:00:00.000Z"))
+    assert _title(data) == "Carry on with the tests"
+
+
+def test_a_summary_of_copied_records_does_not_title_the_copy():
+    """``--resume`` may copy the resumed session's records with their uuids after its summary: a
+    leaf that appears only after its summary is such a copy (a summary is written about records
+    that exist), so the summary is not this session's."""
+    data = _lines(_summary("Old work on the parser", "a1"),
+                  *_turn("1", None, "Fix the parser", "2026-01-01T10:00:00.000Z"),
+                  *_turn("2", "a1", "Carry on with the tests", "2026-01-02T09:00:00.000Z"))
+    assert _title(data) == "Fix the parser"
+
+
+def test_the_summary_whose_leaf_is_this_sessions_wins_over_a_later_one():
+    data = _lines(*_turn("1", None, "Fix the parser", "2026-01-01T10:00:00.000Z"),
+                  _summary("Parser fixed", "a1"),
+                  _summary("Someone else's session", "a-elsewhere"))
+    assert _title(data) == "Parser fixed"
+
+
+def test_a_summary_read_in_a_later_chunk_finds_its_leaf_in_the_carried_state():
+    head = _lines(*_turn("1", None, "Fix the parser", "2026-01-01T10:00:00.000Z"))
+    first = parse_chunk(Chunk(head, "s.jsonl"))
+    tail = _lines(_summary("Parser fixed", "a1"))
+    later = parse_chunk(Chunk(tail, "s.jsonl", first.consumed, first.state))
+    assert [c.title for c in later.conversations] == ["Parser fixed"]
+
+
+def test_titles_set_by_the_user_or_the_ai_still_beat_a_summary():
+    data = _lines(*_turn("1", None, "Fix the parser", "2026-01-01T10:00:00.000Z"),
+                  {"type": "ai-title", "aiTitle": "Parser repair", "sessionId": "s"},
+                  _summary("Parser fixed", "a1"))
+    assert _title(data) == "Parser repair"
