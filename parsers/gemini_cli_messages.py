@@ -8,7 +8,10 @@ The rules, each chosen so nothing recorded is lost and a reader sees what the us
 * ``user`` -> user, ``gemini`` -> assistant, ``info``/``warning``/``error`` (UI notices the
   user saw) -> system, visible. An unknown ``type`` -> system, hidden.
 * A user record whose content is a tool's response (a ``functionResponse`` part first, or a
-  JSON-era string starting with the ``[Function Response: name]`` marker) is a ``tool`` message.
+  JSON-era string starting with the ``[Function Response: name]`` marker and holding nothing the
+  user wrote) is a ``tool`` message. A JSON-era string with the user's own words around such
+  markers is a prompt that inlined files (``@file``, ``split_inlined``): a ``user`` message whose
+  text is those words, each inlined response an ``attachment`` block of its own.
   It is hidden when every call id it answers is also a ``toolCalls`` entry of the conversation
   (the assistant message already carries that result), visible otherwise.
 * ``displayContent`` is what the user typed (``/init``); it gives the blocks and ``text``. The
@@ -53,6 +56,8 @@ _MAPPED = frozenset(
 )
 _PART_KINDS = ("text", "functionCall", "functionResponse", "inlineData", "fileData")
 _MARKER = "[Function Response: "
+_END_OF_CONTENT = "--- End of content ---"
+_FILE_HEADER = re.compile(r"^--- (.+) ---$", re.MULTILINE)
 _ERROR_STATUSES = frozenset({"error", "cancelled"})
 
 
@@ -142,9 +147,40 @@ def convert_message(message_id: str, record: dict[str, Any], known_calls: set[st
     )
 
 
+def split_inlined(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """A flattened user text as (what the user wrote, [(tool name, response text)]).
+
+    JSON-era files flatten non-text parts into markers (format notes §5, v0.4 row; pitfall 9): a
+    ``[Function Response: name]`` marker, then that response's text, such as the files
+    ``read_many_files`` inlined for an ``@file`` include, ending with ``--- End of content ---``.
+    Text before the first marker, and after such an end line, is the user's; a response without
+    an end line runs to the next marker or the end.
+    """
+    start = text.find(_MARKER)
+    if start < 0:
+        return text.strip(), []
+    words = [text[:start]]
+    responses: list[tuple[str, str]] = []
+    while start >= 0:
+        close = text.find("]", start + len(_MARKER))
+        name = text[start + len(_MARKER):close] if close >= 0 else "\n"
+        if "\n" in name:  # not a marker after all: the rest is text
+            words.append(text[start:])
+            break
+        following = text.find(_MARKER, close + 1)
+        body = text[close + 1:following if following >= 0 else len(text)]
+        end = body.find(_END_OF_CONTENT)
+        if end >= 0:
+            words.append(body[end + len(_END_OF_CONTENT):])
+            body = body[:end + len(_END_OF_CONTENT)]
+        responses.append((name, body))
+        start = following
+    return "\n".join(w.strip() for w in words if w.strip()), responses
+
+
 def _is_tool_response(content: Any) -> bool:
     if isinstance(content, str):
-        return content.startswith(_MARKER)
+        return content.startswith(_MARKER) and not split_inlined(content)[0]
     if isinstance(content, dict):
         content = [content]
     return (
@@ -312,6 +348,16 @@ class _Parts:
         return blocks
 
     def _string(self, content: str) -> list[Block]:
+        if self.markers and _MARKER in content:
+            words, responses = split_inlined(content)
+            if words and responses:  # a prompt that inlined files: the user's words, each response its own block
+                self.meta["inlined_function_responses"] = [name for name, _ in responses]
+                files = [m.group(1) for _, body in responses for m in _FILE_HEADER.finditer(body)
+                         if m.group(1) != "End of content"]
+                if files:
+                    self.meta["inlined_files"] = files
+                return [text_block(words), *(attachment_block(name, "text/plain", None, body)
+                                             for name, body in responses)]
         if self.markers and content.startswith(_MARKER):
             end = content.find("]", len(_MARKER))
             if end != -1:

@@ -270,3 +270,43 @@ def test_byte_order_mark_is_consumed() -> None:
     data = b"\xef\xbb\xbf" + (DATA / "rewind.session.jsonl").read_bytes()
     result = parse_document(data, "s.jsonl", {})
     assert result.consumed == len(data) and len(result.conversations[0].messages) == 7
+
+
+def _json_session(*contents: str) -> bytes:
+    """A JSON-era session (string contents) whose user messages are ``contents``, each answered."""
+    messages = []
+    for index, content in enumerate(contents):
+        messages.append({"id": f"u{index}", "timestamp": f"2025-10-11T12:0{index}:00.000Z", "type": "user",
+                         "content": content})
+        messages.append({"id": f"g{index}", "timestamp": f"2025-10-11T12:0{index}:30.000Z", "type": "gemini",
+                         "content": "Looking at it.", "model": "gemini-2.5-pro"})
+    return orjson.dumps({"sessionId": "33333333-cccc-4000-8000-000000000001", "projectHash": "ab",
+                         "startTime": "2025-10-11T12:00:00.000Z", "messages": messages})
+
+
+FILES = ("[Function Response: read_many_files]--- /work/app/src/cli.rs ---\n\nfn main() {}\n\n\n"
+         "--- /work/app/Cargo.toml ---\n\n[package]\nname = \"app\"\n\n\n--- End of content ---")
+
+
+def test_a_prompt_that_inlined_files_stays_the_users_message():
+    """``@file`` includes flatten into ``[Function Response: read_many_files]`` and the files
+    (format notes v0.4 row, pitfall 9): the user's words around them are the visible prompt, the
+    inlined files an attachment of their own; the user's question never becomes a tool message."""
+    data = _json_session("Why does @src/cli.rs not build?" + FILES, FILES + "\nWhat does this crate do?")
+    conv = parse_document(data, "session.json", {}).conversations[0]
+    valid([conv])
+    before, after = by_id(conv)["u0"], by_id(conv)["u1"]
+    assert (before.role, before.visibility, before.text) == ("user", "visible", "Why does @src/cli.rs not build?")
+    assert (after.role, after.visibility, after.text) == ("user", "visible", "What does this crate do?")
+    attachment = before.content[1]
+    assert (attachment["type"], attachment["name"]) == ("attachment", "read_many_files")
+    assert attachment["text"] == FILES.removeprefix("[Function Response: read_many_files]")
+    assert before.metadata["inlined_files"] == ["/work/app/src/cli.rs", "/work/app/Cargo.toml"]
+
+
+def test_a_function_response_with_nothing_the_user_wrote_is_still_a_tool_message():
+    """The real JSON sample's message 4: read_many_files answering the model's own call, 70 ms after it."""
+    conv = parse_document(_json_session(FILES), "session.json", {}).conversations[0]
+    message = by_id(conv)["u0"]
+    assert message.role == "tool" and message.metadata["flattened_function_response"] == "read_many_files"
+    assert message.content[0]["output"].startswith("--- /work/app/src/cli.rs ---")
