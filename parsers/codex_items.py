@@ -14,6 +14,8 @@ What the caller may rely on:
   kept in metadata, non-zero exit = ``is_error``), content-item arrays are joined (images become
   image blocks), ``{content, success}`` objects are unwrapped, other objects become JSON text;
   ``output_shape`` in metadata names the shape that was flattened.
+* A prompt from the IDE extension (``# Context from my IDE setup:`` ... ``## My request for Codex:``)
+  is sent as the request alone; the editor context before it is ``metadata.ide_context``.
 * A call without a ``name`` (``web_search_call``, ``local_shell_call``, ...) is named after its
   kind, the ``type`` without ``_call``. ``function_call.arguments`` is decoded when it is JSON.
 """
@@ -57,6 +59,7 @@ _AGENTS_MD = "# AGENTS.md instructions"
 _WRAPPER_KEYS = frozenset({"output", "metadata"})
 _PENDING_MAX = 8
 _IDE_CONTEXT = "# Context from my IDE setup:"
+_IDE_REQUEST = "## My request for Codex:"
 
 
 def text_key(text: str) -> str:
@@ -75,6 +78,19 @@ def injected_kind(text: str) -> str | None:
 
 def is_ide_context(text: str) -> bool:
     return text.lstrip().startswith(_IDE_CONTEXT)
+
+
+def split_ide_context(text: str) -> tuple[str, str] | None:
+    """(request, context) of a prompt sent from the IDE extension, or None for any other text.
+
+    The extension prepends what the editor shows (``# Context from my IDE setup:``, active file,
+    open tabs, selection) and puts what the user typed after ``## My request for Codex:`` (format
+    notes, pitfall 3): only that is the user's request.
+    """
+    if not is_ide_context(text):
+        return None
+    context, found, request = text.partition(_IDE_REQUEST)
+    return (request.strip(), context.strip()) if found else None
 
 
 def image_from_url(url: Any) -> Block:
@@ -331,8 +347,10 @@ class ItemConverter:
         keys = sorted({text_key(t) for t in [text, *texts] if t.strip()})
         if keys and self.take(role, stream, keys, every=False):
             return  # the copy from the other stream was already sent
-        if role == "user" and is_ide_context(text):
-            meta["ide_context"] = True
+        ide = split_ide_context(text) if role == "user" else None
+        if ide is not None:  # the request is what the user wrote; the editor's context goes to metadata
+            request, meta["ide_context"] = ide
+            blocks = [text_block(request), *(b for b in blocks if b["type"] != "text")]
         model = self.s["model"] if role == "assistant" else None
         self.emit(mid, role, blocks, "visible", meta, timestamp, replayed, model=model)
         pending = self.s["pending"]

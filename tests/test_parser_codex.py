@@ -224,7 +224,8 @@ def test_text_written_twice_is_sent_once() -> None:
                      ("assistant", "The synthetic files are alpha.txt and beta.txt.")]
     real = only(parse_case("real-v0.39-vscode"))
     visible_user = [m for m in real["messages"] if m["role"] == "user" and m["visibility"] == "visible"]
-    assert len(visible_user) == 1 and visible_user[0]["metadata"]["ide_context"] is True
+    assert len(visible_user) == 1 and visible_user[0]["metadata"]["ide_context"] == "# Context from my IDE setup:"
+    assert visible_user[0]["text"].startswith("幫我檢查一下 go.mod")
     assistant = [m["text"] for m in real["messages"] if m["role"] == "assistant" and m["text"]]
     assert len(assistant) == len(set(assistant)) == 9
     misc = only(parse_case("shapes-misc"))
@@ -404,3 +405,33 @@ def test_odd_shapes_never_crash() -> None:
     assert conversation["id"] == "odd"
     assert [i.line for i in parsed.issues] == [14, 15]
     assert usage_sum(conversation) == mapped(5, 0, 0, 0)
+
+
+IDE_PROMPT = ("# Context from my IDE setup:\n\n## Active file: src/app.ts\n\n## Open tabs:\n"
+              "- app.ts: src/app.ts\n- util.ts: src/util.ts\n\n## My request for Codex:\nRename the helper in app.ts\n")
+
+
+def _envelope(kind: str, payload: dict[str, Any], second: int) -> dict[str, Any]:
+    return {"timestamp": f"2026-02-01T10:00:{second:02d}.000Z", "type": kind, "payload": payload}
+
+
+def test_a_prompt_from_the_ide_is_the_request_with_the_context_kept_aside() -> None:
+    """IDE prompts carry the editor's context before ``## My request for Codex:`` (format notes,
+    pitfall 3): the request is the visible text, the context is kept in metadata, and the copy
+    the other stream writes is still dropped."""
+    records = [
+        _envelope("session_meta", {"id": "77777777-7777-4777-8777-777777777777", "cwd": "/work/app",
+                                   "originator": "codex_vscode"}, 0),
+        _envelope("response_item", {"type": "message", "role": "user",
+                                    "content": [{"type": "input_text", "text": IDE_PROMPT}]}, 1),
+        _envelope("event_msg", {"type": "user_message", "message": IDE_PROMPT, "kind": "plain"}, 1),
+        _envelope("response_item", {"type": "message", "role": "assistant",
+                                    "content": [{"type": "output_text", "text": "Renamed."}]}, 2),
+    ]
+    data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    parsed = parse_chunk(Chunk(data, "rollout-2026-02-01T10-00-00-77777777-7777-4777-8777-777777777777.jsonl"))
+    support.validate_batch(support.as_batch("codex", parsed.conversations))
+    users = [m for m in parsed.conversations[0].messages if m.role == "user" and m.visibility == "visible"]
+    assert [m.text for m in users] == ["Rename the helper in app.ts"]
+    assert users[0].content == [{"type": "text", "text": "Rename the helper in app.ts"}]
+    assert users[0].metadata["ide_context"] == IDE_PROMPT.partition("## My request for Codex:")[0].strip()
