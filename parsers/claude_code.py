@@ -47,6 +47,7 @@ from parsers.claude_code_blocks import (
     usage_snapshot,
 )
 from parsers.errors import ParseIssue
+from parsers.nesting import bounded, bounded_below, bounded_raw, too_deep_raw
 from parsers.schema import Conversation, Message, encode, normalize_timestamp, text_block
 
 __all__ = ["parse_chunk", "subagent_conversation_id"]
@@ -66,15 +67,16 @@ _RECENT = 32
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
-    """A line's ``message``: the keys the Messages API writes there."""
+    """A line's ``message``: the keys the Messages API writes there. Fields the parser keys,
+    compares or sends in a schema field are typed: a value of another type costs its line."""
 
-    id: Any = None
-    type: Any = None
-    role: Any = None
-    model: Any = None
+    id: str | None = None
+    type: str | None = None
+    role: str | None = None
+    model: str | None = None
     content: str | list[Block] | None = None
-    stop_reason: Any = None
-    stop_sequence: Any = None
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
     usage: Any = None
     container: Any = None
     context_management: Any = None
@@ -84,28 +86,30 @@ class _Line(msgspec.Struct, forbid_unknown_fields=True):
     """A transcript line, decoded in one C call: the fields the parser reads are decoded, the
     big ones stay ``Raw``. Every key Claude Code is known to write is declared, so that those
     without a schema field (``_EXTRA``) can go to metadata as written; a line with any other
-    key, or a shape these types do not fit, takes the slow path (``_Run.decode``)."""
+    key, or a shape these types do not fit, takes the slow path (``_Run.decode``). The fields
+    used as ids, keys or schema strings are typed (checked in C, at no cost): a line whose
+    values have other types is skipped and counted on the slow path, never hashed or sent."""
 
-    type: Any = None
-    uuid: Any = None
-    parentUuid: Any = None
-    sessionId: Any = None
-    timestamp: Any = None
-    cwd: Any = None
-    gitBranch: Any = None
-    version: Any = None
-    isSidechain: Any = None
-    userType: Any = None
-    isMeta: Any = None
+    type: str | None = None
+    uuid: str | None = None
+    parentUuid: str | None = None
+    sessionId: str | None = None
+    timestamp: str | None = None
+    cwd: str | None = None
+    gitBranch: str | None = None
+    version: str | None = None
+    isSidechain: bool | None = None
+    userType: str | None = None
+    isMeta: bool | None = None
     message: _Body | None = None
     # Read by the parser and kept in metadata too.
-    requestId: Any = UNSET
-    logicalParentUuid: Any = UNSET
-    isCompactSummary: Any = UNSET
-    agentId: Any = UNSET
-    summary: Any = UNSET
-    aiTitle: Any = UNSET
-    customTitle: Any = UNSET
+    requestId: str | UnsetType | None = UNSET
+    logicalParentUuid: str | UnsetType | None = UNSET
+    isCompactSummary: bool | UnsetType | None = UNSET
+    agentId: str | UnsetType | None = UNSET
+    summary: str | UnsetType | None = UNSET
+    aiTitle: str | UnsetType | None = UNSET
+    customTitle: str | UnsetType | None = UNSET
     # Only kept in metadata, as written.
     slug: Raw | UnsetType = UNSET
     toolUseResult: Raw | UnsetType = UNSET
@@ -138,8 +142,15 @@ class _LaxLine(_Line, forbid_unknown_fields=False):
     message: Raw = NULL
 
 
+class _LaxBody(_Body, forbid_unknown_fields=False):
+    """A ``message`` on the slow path: the same typed fields, content left as written."""
+
+    content: Raw = NULL
+
+
 _LINE = msgspec.json.Decoder(_Line)
 _LAX_LINE = msgspec.json.Decoder(_LaxLine)
+_LAX_BODY = msgspec.json.Decoder(_LaxBody)
 _FIELDS = msgspec.json.Decoder(dict[str, Raw])
 _ANY = msgspec.json.Decoder()
 
@@ -191,7 +202,7 @@ class _Run:
         self.position = chunk.offset
         self.fields: dict[str, Raw] | None = None
         """The line as {key: undecoded value} when it took the slow path (``decode_slowly``)."""
-        self.body_extra: dict[str, Any] | None = None
+        self.body_extra: dict[str, Any] | Raw | None = None
         """Its ``message``'s keys without a schema field, on the slow path."""
         self.timestamp: str | None = None
 
@@ -217,17 +228,23 @@ class _Run:
                 continue
             try:
                 line = self.decode(view[start:newline], valid)
+            except _WrongType as exc:
+                self.issues.append(ParseIssue(path, self.line, f"unexpected record shape: {exc}"))
+                continue
             except ValueError as exc:
                 self.issues.append(ParseIssue(path, self.line, f"corrupt JSON line: {exc}"))
+                continue
+            except Exception as exc:  # last line of defence: this line, not the file
+                self.issues.append(ParseIssue(path, self.line, f"line does not decode: {type(exc).__name__}: {exc}"))
                 continue
             if line is None:
                 self.issues.append(ParseIssue(path, self.line, "line is not a JSON object"))
                 continue
             try:
                 self.record(line, start)
-            except (TypeError, ValueError, AttributeError, KeyError) as exc:
-                # A shape the format notes do not know: counted, and the rest of the file goes on.
-                self.issues.append(ParseIssue(path, self.line, f"unexpected record shape: {exc!r}"))
+            except Exception as exc:
+                # A shape the format notes do not know (or a bug): counted, and the rest of the file goes on.
+                self.issues.append(ParseIssue(path, self.line, f"unexpected record shape: {type(exc).__name__}: {exc}"))
         consumed, state = end, None
         open_group = self.group
         if (open_group is not None and self.chunk.at_end and self.checkpoint
@@ -256,32 +273,59 @@ class _Run:
             line = None
         except (msgspec.DecodeError, UnicodeDecodeError):
             return self.decode_leniently(raw)
+        except RecursionError:  # nested some 1000 levels deep: msgspec gives up
+            return self.decode_deep(raw)
         if line is not None:
             self.fields = self.body_extra = None
             return line
         try:
             return self.decode_slowly(raw)
-        except msgspec.ValidationError:
-            return None  # JSON, but not an object
         except msgspec.DecodeError:  # the fast path stopped at a type before it saw the damage
             return self.decode_leniently(raw)
+        except RecursionError:
+            return self.decode_deep(raw)
 
     def decode_leniently(self, raw: memoryview) -> _Line | None:
         record = decode_line(bytes(raw))
-        return self.decode_slowly(encode(record)) if isinstance(record, dict) else None
+        if not isinstance(record, dict):
+            return None
+        if too_deep_raw(raw):  # it will be encoded again: no deeper than msgspec can go
+            record = bounded_below(record, 4)
+        return self.decode_slowly(encode(record))
+
+    def decode_deep(self, raw: memoryview) -> _Line | None:
+        """A line too deep for msgspec: decoded by orjson (up to 1024 levels), its payloads (a
+        tool's input, four levels down at ``record.message.content[i].input``) made JSON text
+        (``parsers.nesting``), then read as any other line. Deeper still: a ``ValueError``."""
+        record = decode_line(bytes(raw))
+        return self.decode_slowly(encode(bounded_below(record, 4))) if isinstance(record, dict) else None
 
     def decode_slowly(self, raw: bytes | memoryview) -> _Line | None:
-        """A line with a key or a shape ``_Line`` does not know: key by key, nothing dropped."""
-        fields = _FIELDS.decode(raw)
-        line = _LAX_LINE.decode(raw)
-        self.fields, self.body_extra = fields, None
-        message = fields.get("message")
-        body = None
-        if message is not None and first_byte(message) == ord("{"):
-            parts = _FIELDS.decode(message)
-            body = _Body(**{k: items_of(v) if k == "content" else _ANY.decode(v)
-                            for k, v in parts.items() if k in _Body.__struct_fields__})
-            self.body_extra = {k: v for k, v in parts.items() if k not in _MESSAGE_MAPPED and v != NULL}
+        """A line with a key or a shape ``_Line`` does not know: key by key, nothing dropped.
+
+        None when it is JSON but not an object; ``_WrongType`` when a typed field holds another type.
+        """
+        try:
+            fields = _FIELDS.decode(raw)
+        except msgspec.ValidationError:
+            return None
+        try:
+            line = _LAX_LINE.decode(raw)
+            message = fields.get("message")
+            body = None
+            if message is not None and first_byte(message) != ord("{"):
+                # No body to read; what was written is kept beside the line (metadata.message).
+                self.body_extra = message if message != NULL else None
+            elif message is not None:
+                body = _LAX_BODY.decode(message)
+                body.content = items_of(body.content)
+                parts = _FIELDS.decode(message)
+                self.body_extra = {k: v for k, v in parts.items() if k not in _MESSAGE_MAPPED and v != NULL}
+            else:
+                self.body_extra = None
+        except msgspec.ValidationError as exc:
+            raise _WrongType(str(exc)) from None
+        self.fields = fields
         line.message = body
         return line
 
@@ -293,7 +337,7 @@ class _Run:
 
     def record(self, line: _Line, start: int) -> None:
         self.position = self.chunk.offset + start  # stable: ids derived from it survive re-reads
-        self.timestamp = normalize_timestamp(line.timestamp)
+        self.timestamp = _timestamp(line.timestamp)
         kind = line.type
         if kind in _TITLE_FIELDS:
             self.title(line, kind)
@@ -449,7 +493,7 @@ class _Run:
                 group.snapshot = (snapshot if previous is None
                                   else {k: max(v, previous.get(k, 0)) for k, v in snapshot.items()})
             if extra:
-                group.message.metadata["usage_detail"] = extra
+                group.message.metadata["usage_detail"] = {k: bounded(v) for k, v in extra.items()}
 
     def close_group(self) -> None:
         group, self.group = self.group, None
@@ -494,7 +538,11 @@ class _Run:
         body = line.message
         extra = self.body_extra
         if extra is None and body is not None:
-            extra = {k: v for k in _MESSAGE_EXTRA if (v := getattr(body, k)) is not None}
+            extra = {k: bounded(v) for k in _MESSAGE_EXTRA if (v := getattr(body, k)) is not None}
+        elif type(extra) is dict:
+            extra = {k: bounded_raw(v) for k, v in extra.items()}
+        elif extra is not None:
+            extra = bounded_raw(extra)
         if extra:
             metadata["message"] = extra
         if unknown:
@@ -515,10 +563,11 @@ class _Run:
         )
 
     def extras(self, line: _Line) -> dict[str, Any]:
-        """Every top-level field with no schema field of its own."""
+        """Every top-level field with no schema field of its own, no deeper than ``MAX_DEPTH``."""
         if self.fields is not None:
-            return {k: v for k, v in self.fields.items() if k not in _MAPPED}
-        return {name: v for name in _EXTRA if (v := getattr(line, name)) is not UNSET}
+            return {k: bounded_raw(v) for k, v in self.fields.items() if k not in _MAPPED}
+        return {name: bounded_raw(v) if type(v) is Raw else v
+                for name in _EXTRA if (v := getattr(line, name)) is not UNSET}
 
     def alias_fragment(self, line: _Line, message_id: str) -> None:
         uuid = line.uuid
@@ -537,6 +586,18 @@ _TOOL_KINDS = frozenset({"tool_result", "image"})
 
 
 _OPEN = ord("{")
+
+
+class _WrongType(ValueError):
+    """A line whose value has a type the format never has there (the reason names the field)."""
+
+
+def _timestamp(value: str | None) -> str | None:
+    """``normalize_timestamp``, with a time that has no UTC equivalent (year 1 at +14:00) as None."""
+    try:
+        return normalize_timestamp(value)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _stem(path: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from parsers.nesting import bounded, bounded_raw
 from parsers.schema import (
     Usage,
     attachment_block,
@@ -37,13 +38,13 @@ class Text(msgspec.Struct, tag="text", tag_field="type"):
 
 
 class ToolUse(msgspec.Struct, tag="tool_use", tag_field="type"):
-    id: Any = None
-    name: Any = None
+    id: str | None = None
+    name: str | None = None
     input: Raw = NULL
 
 
 class ToolResult(msgspec.Struct, tag="tool_result", tag_field="type"):
-    tool_use_id: Any = None
+    tool_use_id: str | None = None
     content: Raw = NULL
     is_error: Any = None
 
@@ -58,12 +59,13 @@ class Image(msgspec.Struct, tag="image", tag_field="type"):
 
 class Document(msgspec.Struct, tag="document", tag_field="type"):
     source: Raw = NULL
-    title: Any = None
+    title: str | None = None
 
 
 Block = Text | ToolUse | ToolResult | Thinking | Image | Document
 """The content blocks the schema has a shape for, each with the fields it uses. A block of any
-other type fails to decode as one, which sends its line down the slow path that keeps it."""
+other type, or one whose ids or names are not strings, fails to decode as one, which sends its
+line down the slow path that keeps it (as an unknown block, in metadata)."""
 
 Content = str | list[Block | Raw] | Raw | None
 _ANY = msgspec.json.Decoder()
@@ -122,7 +124,7 @@ def convert_blocks(content: Content) -> tuple[list[dict[str, Any]], list[str | R
     if type(content) is str:
         return ([text_block(content)], [content], []) if content else ([], [], [])
     if type(content) is not list:
-        return [], [], [{"content": content}]
+        return [], [], [{"content": bounded_raw(content) if type(content) is Raw else bounded(content)}]
     blocks: list[dict[str, Any]] = []
     texts: list[str | Raw] = []
     unknown: list[Any] = []
@@ -133,7 +135,7 @@ def convert_blocks(content: Content) -> tuple[list[dict[str, Any]], list[str | R
             blocks.append(text_block(text))
             texts.append(text)
         elif kind is ToolUse:
-            blocks.append(tool_call_block(block.id, block.name or "tool_use", block.input))
+            blocks.append(tool_call_block(block.id, block.name or "tool_use", bounded_raw(block.input)))
         elif kind is ToolResult:
             output, images = tool_output(block.content)
             blocks.append(tool_result_block(block.tool_use_id, output, bool(block.is_error)))
@@ -146,9 +148,9 @@ def convert_blocks(content: Content) -> tuple[list[dict[str, Any]], list[str | R
             source = _ANY.decode(block.source)
             source = source if isinstance(source, dict) else {}
             data = source.get("data") if source.get("type") == "text" else None
-            blocks.append(attachment_block(block.title, source.get("media_type"), None, data))
+            blocks.append(attachment_block(block.title, _str(source.get("media_type")), None, _str(data)))
         else:
-            unknown.append({"index": index, "block": block})
+            unknown.append({"index": index, "block": bounded_raw(block) if kind is Raw else bounded(block)})
     return blocks, texts, unknown
 
 
@@ -174,10 +176,16 @@ def _as_block(raw: Raw) -> Block | Raw:
 
 def _image(source: Raw) -> dict[str, Any]:
     fields = _FIELDS.decode(source) if first_byte(source) == _BRACE else {}
-    media_type = _ANY.decode(fields["media_type"]) if "media_type" in fields else None
+    media_type = _str(_ANY.decode(fields["media_type"])) if "media_type" in fields else None
     if "type" in fields and _ANY.decode(fields["type"]) == "url":
-        return image_block(media_type, None, _ANY.decode(fields["url"]) if "url" in fields else None)
-    return image_block(media_type, fields.get("data"))
+        return image_block(media_type, None, _str(_ANY.decode(fields["url"])) if "url" in fields else None)
+    data = fields.get("data")
+    return image_block(media_type, data if data is None or first_byte(data) == _QUOTE else None)
+
+
+def _str(value: Any) -> str | None:
+    """A value the schema wants as a string or null: another type (never written) is null."""
+    return value if isinstance(value, str) else None
 
 
 def tool_output(content: Raw) -> tuple[str | Raw, list[dict[str, Any]]]:
@@ -223,9 +231,12 @@ def usage_snapshot(raw: Any) -> tuple[Usage | None, dict[str, Any] | None]:
     """The contract's usage fields and the rest of the API's usage object (for metadata)."""
     if not isinstance(raw, dict):
         return None, None
-    usage = {k: v for k in USAGE_KEYS if type(v := raw.get(k)) is int and v >= 0}
+    usage = {k: v for k in USAGE_KEYS if type(v := raw.get(k)) is int and 0 <= v < _INT64}
     extra = {k: v for k, v in raw.items() if k not in USAGE_KEYS and v is not None}
     return usage, extra or None
+
+
+_INT64 = 1 << 63  # the contract's integers; msgspec decodes larger ones too
 
 
 def usage_difference(snapshot: Usage, counted: Usage | None) -> tuple[Usage, bool]:

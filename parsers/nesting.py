@@ -61,9 +61,18 @@ def _as_bytes(raw: bytes | bytearray | memoryview | msgspec.Raw) -> bytes:
     return raw if type(raw) is bytes else bytes(memoryview(raw))
 
 
-def depth_of_raw(raw: bytes | bytearray | memoryview | msgspec.Raw) -> int:
-    """The nesting depth of the JSON text ``raw``: brackets inside strings do not count."""
+def depth_of_raw(raw: bytes | bytearray | memoryview | msgspec.Raw, stop: int | None = None) -> int:
+    """The nesting depth of the JSON text ``raw``: brackets inside strings do not count.
+
+    Valid JSON up to orjson's 1024 levels is decoded and walked (:func:`depth_of`, ``stop`` as
+    there): twice as fast as stripping the strings with a regex, which is what any other input
+    (deeper, or not JSON at all) gets.
+    """
     data = _as_bytes(raw)
+    try:
+        return depth_of(orjson.loads(data), stop)
+    except orjson.JSONDecodeError:
+        pass
     if b'"' in data:
         data = _STRING.sub(b"", data)
     brackets = data.translate(None, _NOT_BRACKETS)
@@ -74,14 +83,39 @@ def depth_of_raw(raw: bytes | bytearray | memoryview | msgspec.Raw) -> int:
 def too_deep_raw(raw: bytes | bytearray | memoryview | msgspec.Raw, limit: int = MAX_DEPTH) -> bool:
     """Whether the JSON text ``raw`` nests deeper than ``limit`` levels.
 
-    The fast path (two ``count`` calls, memchr speed) settles every value with at most ``limit``
-    opening brackets, which is nearly every line a coding agent writes; the exact walk runs
-    only past that.
+    The fast path settles a value shorter than ``2 * limit + 2`` bytes, or not starting with a
+    bracket, at once, and by counting (``_opening_brackets_at_most``) every value with at most
+    ``limit`` opening brackets, which is nearly every value a coding agent writes; the exact walk
+    runs only past that (source code in strings brings many brackets).
     """
+    if len(raw) < 2 * limit + 2:
+        return False  # ``limit + 1`` levels take that many opening and closing brackets
     data = _as_bytes(raw)
-    if data.count(b"[") + data.count(b"{") <= limit:
+    if data[:1] not in (b"[", b"{") and not data[:1].isspace():
+        return False  # a string, a number, a literal: no depth, whatever the string holds
+    if _opening_brackets_at_most(data, limit):
         return False
-    return depth_of_raw(data) > limit
+    return depth_of_raw(data, limit) > limit
+
+
+def _opening_brackets_at_most(data: bytes, limit: int) -> bool:
+    """Whether ``data`` holds at most ``limit`` of ``[`` and ``{`` together.
+
+    ``bytes.count`` reads every byte (about 0.5 ns each, per bracket kind); ``find`` jumps
+    between brackets with memchr, ten times faster where they are sparse, which big payloads
+    (file contents, command output) mostly are. Short values are counted, where a call costs more.
+    """
+    if len(data) < 2048:
+        return data.count(b"[") + data.count(b"{") <= limit
+    seen = 0
+    for bracket in (b"[", b"{"):
+        at = data.find(bracket)
+        while at >= 0:
+            seen += 1
+            if seen > limit:
+                return False
+            at = data.find(bracket, at + 1)
+    return True
 
 
 def bounded_raw(raw: msgspec.Raw, limit: int = MAX_DEPTH) -> msgspec.Raw:
@@ -133,6 +167,12 @@ def bounded(value: Any, limit: int = MAX_DEPTH) -> Any:
     """
     if not isinstance(value, dict | list | tuple):
         return value
+    if limit >= 1:  # the common case, a flat object or list: no walk
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list | tuple):
+                break
+        else:
+            return value
     if depth_of(value, limit) <= limit:
         return value
     return json_text(value)
