@@ -77,7 +77,9 @@ class MessageRecord:
 class ConversationRecord:
     id: str
     fields: dict[str, Any]
-    """Conversation fields other than id and messages, as in the contract."""
+    """Conversation fields other than id and messages, as in the contract. ``project`` and ``metadata``
+    may be given as their JSON bytes as received (the receiver does, so nesting orjson cannot
+    encode is kept rather than refused)."""
     messages: list[MessageRecord] = field(default_factory=list)
 
 
@@ -265,7 +267,12 @@ class ArchiveStore:
         self, source_type: str | None = None, limit: int = 50, after: tuple[str, str] | None = None
     ) -> list[dict[str, Any]]:
         """Conversations ordered by (source_type, id), starting after the ``after`` key (paging)."""
-        where, args = [], []
+        return [self._conversation(row) for row in self._rows(*self._list_query(source_type, limit, after))]
+
+    @staticmethod
+    def _list_query(source_type: str | None, limit: int, after: tuple[str, str] | None) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
         if source_type:
             where.append("source_type = ?")
             args.append(source_type)
@@ -278,7 +285,7 @@ class ArchiveStore:
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY source_type, id LIMIT ?"
         )
-        return [self._conversation(row) for row in self._rows(sql, [*args, limit])]
+        return sql, [*args, limit]
 
     def get_conversation(self, source_type: str, conversation_id: str) -> dict[str, Any] | None:
         """One conversation with its messages in arrival order, or None."""
@@ -296,6 +303,30 @@ class ArchiveStore:
             )
         ]
         return conversation
+
+    def list_conversations_json(
+        self, source_type: str | None = None, limit: int = 50, after: tuple[str, str] | None = None
+    ) -> list[tuple[tuple[str, str], bytes]]:
+        """:meth:`list_conversations` as (key, JSON bytes) pairs, nothing decoded (see
+        :func:`_conversation_json`): a receiver can answer with what was sent, however deep."""
+        return [((row["source_type"], row["id"]), _conversation_json(row))
+                for row in self._rows(*self._list_query(source_type, limit, after))]
+
+    def get_conversation_json(self, source_type: str, conversation_id: str) -> bytes | None:
+        """:meth:`get_conversation` as JSON bytes, messages exactly as stored; None when absent."""
+        rows = self._rows(
+            "SELECT * FROM conversations WHERE source_type = ? AND id = ?", (source_type, conversation_id)
+        )
+        if not rows:
+            return None
+        bodies = [
+            bytes(body)
+            for (body,) in self.db.execute(
+                "SELECT body FROM messages WHERE source_type = ? AND conversation_id = ? ORDER BY seq",
+                (source_type, conversation_id),
+            )
+        ]
+        return _conversation_json(rows[0], bodies)
 
     def count_messages(self, source_type: str | None = None) -> int:
         sql = "SELECT count(*) FROM messages" + (" WHERE source_type = ?" if source_type else "")
@@ -316,5 +347,27 @@ class ArchiveStore:
 
 def _column(name: str, value: Any) -> Any:
     if name in ("project", "metadata"):
+        if isinstance(value, bytes | bytearray | memoryview):
+            # JSON as received. Null and {} change nothing, as their decoded forms do below.
+            value = bytes(value)
+            return None if value.strip() in (b"null", b"{}", b"") else value.decode()
         return orjson.dumps(value).decode() if value else None
     return value
+
+
+def _conversation_json(row: dict[str, Any], messages: list[bytes] | None = None) -> bytes:
+    """A conversation row (and its messages' bodies) as one JSON object, without decoding them.
+
+    ``project``, ``metadata`` and each message are spliced in as the JSON text stored, so a read
+    gives back exactly what was sent, however deep (orjson encodes only 255 levels) and whatever
+    it holds (integers past 64 bits, lone surrogate escapes)."""
+    raw = [(key, row.pop(key, None)) for key in ("project", "metadata")]
+    parts = [orjson.dumps(row)[:-1]]
+    for key, value in raw:
+        parts.append(b',"%s":%s' % (key.encode(), value.encode() if value is not None else b"null"))
+    if messages is not None:
+        parts.append(b',"messages":[')
+        parts.append(b",".join(messages))
+        parts.append(b"]")
+    parts.append(b"}")
+    return b"".join(parts)

@@ -14,7 +14,9 @@ reading, then decoding, validation and the SQLite write run in a worker thread.
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time.
 
 import enum
-from collections.abc import AsyncIterator
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -28,6 +30,8 @@ from sync_workers.receiver.service import Answer, ReceiverService, Refused, Sett
 from sync_workers.receiver.validation import SCHEMA, openapi_schema
 
 __all__ = ["BATCH_ENDPOINT", "create_app", "create_router"]
+
+log = logging.getLogger(__name__)
 
 BATCH_ENDPOINT = "/internal/v1/sync/batch"
 DRAIN_FACTOR = 4
@@ -44,6 +48,28 @@ _CONVERSATION = {"type": "object", "required": ["source_type", "id"],
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(payload), status, headers, media_type="application/json")
+
+
+def _fault(request: Request, exc: Exception) -> Response:
+    """The answer to an exception nothing expected: a server fault, never a verdict on the input.
+
+    Logged with its traceback, and answered with a JSON body the worker can report: 503 with
+    ``Retry-After`` when the database is busy or unusable (``sqlite3.OperationalError``: locked past
+    ``busy_timeout``, disk full, a read-only file), 500 otherwise. Both are 5xx, which a worker
+    retries with backoff and never dead-letters, so the batch is not lost while the fault is fixed.
+    """
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc, exc_info=exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        return _json(503, {"detail": f"the archive database is unavailable ({exc}): retry later"},
+                     {"Retry-After": "5"})
+    return _json(500, {"detail": f"internal error ({type(exc).__name__}): the receiver logged it; retry later"})
+
+
+def _guarded(request: Request, call: Callable[[], Response]) -> Response:
+    try:
+        return call()
+    except Exception as exc:
+        return _fault(request, exc)
 
 
 def _respond(answer: Answer) -> Response:
@@ -115,9 +141,12 @@ def create_router(service: ReceiverService) -> APIRouter:
             raw = await _read_body(request, service.settings.max_body_bytes)
         except Refused as refused:
             return _respond(refused.answer())
-        answer = await run_in_threadpool(
-            service.ingest, raw, request.headers.get("content-encoding"), request.headers.get("idempotency-key")
-        )
+        try:
+            answer = await run_in_threadpool(
+                service.ingest, raw, request.headers.get("content-encoding"), request.headers.get("idempotency-key")
+            )
+        except Exception as exc:
+            return _fault(request, exc)
         return _respond(answer)
 
     page = {"type": "object", "required": ["conversations", "next_cursor"],
@@ -131,14 +160,19 @@ def create_router(service: ReceiverService) -> APIRouter:
                    400: _content(_ERROR, "a cursor this receiver did not give")},
     )
     def list_conversations(
+        request: Request,
         source_type: SourceType | None = None,
         limit: Annotated[int, Query(ge=1, le=service.settings.max_page_size)] = 50,
         cursor: Annotated[str | None, Query(max_length=4096)] = None,
     ) -> Response:
-        try:
-            return _json(200, service.list_conversations(source_type.value if source_type else None, limit, cursor))
-        except Refused as refused:
-            return _respond(refused.answer())
+        def page() -> Response:
+            try:
+                found = service.list_conversations(source_type.value if source_type else None, limit, cursor)
+            except Refused as refused:
+                return _respond(refused.answer())
+            return Response(found, 200, media_type="application/json")
+
+        return _guarded(request, page)
 
     @router.get(
         "/internal/v1/conversations/{source_type}/{conversation_id:path}", dependencies=auth,
@@ -146,11 +180,14 @@ def create_router(service: ReceiverService) -> APIRouter:
         responses={200: _content({**_CONVERSATION, "required": ["source_type", "id", "messages"]}, "the conversation"),
                    **unauthorized, 404: _content(_ERROR, "no such conversation")},
     )
-    def get_conversation(source_type: str, conversation_id: str) -> Response:
-        conversation = service.get_conversation(source_type, conversation_id)
-        if conversation is None:
-            return _json(404, {"detail": f"no conversation {source_type}/{conversation_id}"})
-        return _json(200, conversation)
+    def get_conversation(request: Request, source_type: str, conversation_id: str) -> Response:
+        def one() -> Response:
+            conversation = service.get_conversation(source_type, conversation_id)
+            if conversation is None:
+                return _json(404, {"detail": f"no conversation {source_type}/{conversation_id}"})
+            return Response(conversation, 200, media_type="application/json")
+
+        return _guarded(request, one)
 
     @router.get("/health", response_class=Response, summary="Liveness and database check (no token)",
                 responses={200: _content({"type": "object"}, "up"), 503: _content(_ERROR, "database unusable")})
@@ -179,4 +216,7 @@ def create_app(settings: Settings) -> FastAPI:
                   description="The reference receiver of the sync contract, over the archive store.")
     app.state.service = service
     app.include_router(create_router(service))
+    # Anything that still escapes (middleware, a dependency): the same JSON 5xx instead of
+    # Starlette's plain-text page. Starlette re-raises it afterwards, so the server logs it too.
+    app.add_exception_handler(Exception, _fault)
     return app

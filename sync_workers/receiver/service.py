@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from sync_workers.receiver import idempotency
+from sync_workers.receiver import idempotency, rawjson
 from sync_workers.receiver.auth import Tokens
 from sync_workers.receiver.validation import InvalidBatch, validate
 from sync_workers.store import ArchiveStore, ConversationRecord, MessageRecord
@@ -97,18 +97,29 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     return b"".join(out)
 
 
-def to_records(batch: dict[str, Any]) -> list[ConversationRecord]:
-    """A validated batch as store records; each message re-encoded with orjson, as sent."""
+def to_records(batch: dict[str, Any], layout: rawjson.Layout | None = None) -> list[ConversationRecord]:
+    """A validated batch as store records.
+
+    With ``layout`` (the body's own bytes, see :mod:`rawjson`) each message, ``project`` and
+    ``metadata`` is stored exactly as received; without it they are encoded from ``batch``, which
+    fails past 255 levels of nesting (orjson), so the receiver always passes one.
+    """
     dumps = orjson.dumps
-    return [
-        ConversationRecord(
+    records = []
+    for index, conv in enumerate(batch["conversations"]):
+        fields = {k: v for k, v in conv.items() if k not in ("id", "messages")}
+        bodies = layout.messages[index] if layout is not None else [dumps(m) for m in conv["messages"]]
+        if layout is not None:
+            for name, raw in (("project", layout.project[index]), ("metadata", layout.metadata[index])):
+                if raw is not None:
+                    fields[name] = raw
+        records.append(ConversationRecord(
             conv["id"],
-            {k: v for k, v in conv.items() if k not in ("id", "messages")},
-            [MessageRecord(m["id"], m["role"], m.get("created_at"), m.get("visibility") or "visible", dumps(m))
-             for m in conv["messages"]],
-        )
-        for conv in batch["conversations"]
-    ]
+            fields,
+            [MessageRecord(m["id"], m["role"], m.get("created_at"), m.get("visibility") or "visible", body)
+             for m, body in zip(conv["messages"], bodies, strict=True)],
+        ))
+    return records
 
 
 class ReceiverService:
@@ -158,9 +169,11 @@ class ReceiverService:
             if prior is not None:  # a retry: answer without decoding or validating again
                 return _replay(prior, key, body_digest)
         try:
-            batch = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            batch, scanned = rawjson.decode(body)
+        except rawjson.NotJson as exc:
             raise Refused(400, f"the body is not JSON: {exc}") from None
+        except rawjson.Unstorable as exc:
+            raise Refused(422, f"the batch cannot be stored as sent: {exc}", field=exc.field) from None
         try:
             validate(batch)
         except InvalidBatch as exc:
@@ -169,7 +182,10 @@ class ReceiverService:
             raise Refused(422, f"Idempotency-Key {key!r} differs from batch_id {batch['batch_id']!r}",
                           field="Idempotency-Key")
         key = batch["batch_id"]
-        records = to_records(batch)
+        try:
+            records = to_records(batch, rawjson.layout(body, batch, scanned))
+        except rawjson.Unstorable as exc:
+            raise Refused(422, f"the batch cannot be stored as sent: {exc}", field=exc.field) from None
         with self._write_lock:
             writer = self._open_writer()
             with writer.transaction() as db:
@@ -194,20 +210,19 @@ class ReceiverService:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def list_conversations(self, source_type: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
-        """One page ordered by (source_type, id); ``next_cursor`` is None on the last page."""
+    def list_conversations(self, source_type: str | None, limit: int, cursor: str | None) -> bytes:
+        """One page ordered by (source_type, id) as JSON, ``{"conversations": [...], "next_cursor": ...}``;
+        ``next_cursor`` is null on the last page. Built from the stored JSON text, never re-encoded."""
         limit = max(1, min(limit, self.settings.max_page_size))
         after = _decode_cursor(cursor) if cursor else None
-        rows = self._reader().list_conversations(source_type or None, limit + 1, after)
+        rows = self._reader().list_conversations_json(source_type or None, limit + 1, after)
         page = rows[:limit]
-        more = len(rows) > limit
-        return {
-            "conversations": page,
-            "next_cursor": _encode_cursor(page[-1]["source_type"], page[-1]["id"]) if more else None,
-        }
+        cursor_out = _encode_cursor(*page[-1][0]) if len(rows) > limit else None
+        return b'{"conversations":[%s],"next_cursor":%s}' % (b",".join(j for _, j in page), orjson.dumps(cursor_out))
 
-    def get_conversation(self, source_type: str, conversation_id: str) -> dict[str, Any] | None:
-        return self._reader().get_conversation(source_type, conversation_id)
+    def get_conversation(self, source_type: str, conversation_id: str) -> bytes | None:
+        """The conversation as JSON with its messages exactly as received, or None."""
+        return self._reader().get_conversation_json(source_type, conversation_id)
 
     def healthy(self) -> bool:
         return self._reader().db.execute("SELECT 1").fetchone() == (1,)
