@@ -16,13 +16,13 @@ import orjson
 
 from sync_workers import __version__
 from sync_workers.config import Config, SourceConfig, load
-from sync_workers.delivery import Stopped
-from sync_workers.errors import ConfigError, Fatal, Retryable
+from sync_workers.errors import ConfigError, Fatal, Retryable, Stopped
+from sync_workers.lock import Locked
 from sync_workers.logs import configure, get_logger
 from sync_workers.receiver import cli as serve_command
 from sync_workers.registry import SOURCES, source_class, source_options
 from sync_workers.runtime import Schedule, Supervisor, run_until_signal
-from sync_workers.state import State
+from sync_workers.state import QUARANTINE_AFTER, State
 from sync_workers.worker import FileWorker, state_location
 
 __all__ = ["claude_code_main", "main", "worker_main"]
@@ -89,11 +89,21 @@ def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, pr
                                     namespace=namespace))
         if args.once:
             return _once(FileWorker(source, config, once=True))
-        supervisor = Supervisor([FileWorker(source, config)], _schedule(config), get_logger())
-        return run_until_signal(supervisor)
-    except ConfigError as exc:
+        return _daemon([FileWorker(source, config)], config)
+    except (ConfigError, Locked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _daemon(workers: list[FileWorker], config: Config) -> int:
+    """Run as a daemon. A worker that cannot start ends the process at once, non-zero."""
+    try:
+        return run_until_signal(Supervisor(workers, _schedule(config), get_logger()))
+    except (ConfigError, Locked):
+        raise
+    except Exception as exc:
+        print(f"error: could not start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _once(worker: FileWorker) -> int:
@@ -156,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return _status(config)
         return _run(config, args.once)
-    except ConfigError as exc:
+    except (ConfigError, Locked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -185,7 +195,7 @@ def _run(config: Config, once: bool) -> int:
     workers = [FileWorker(SOURCES[n](config.source(n).options), config, once=once) for n in names]
     if once:
         return max((_once(w) for w in workers), default=0)
-    return run_until_signal(Supervisor(workers, _schedule(config), get_logger()))
+    return _daemon(workers, config)
 
 
 def _status(config: Config) -> int:
@@ -196,12 +206,19 @@ def _status(config: Config) -> int:
             continue
         state = State(path, namespace)
         try:
-            pending = state.pending()
+            pending = state.outbox.pending()
+            outbox = state.outbox.stats()
             meta = state.meta()
             print(f"{name}: {state.file_count()} files tracked, last check {meta.get('last_check', 'never')},"
-                  f" {len(pending)} batches pending, {len(state.dead_letters())} dead-lettered")
+                  f" {outbox.batches} batches pending ({outbox.parked} parked),"
+                  f" {outbox.dead_letters} dead-lettered")
             for item in pending[:5]:
-                print(f"  pending {item.batch_id}: {item.messages} messages, {item.attempts} attempts")
+                parked = ", parked" if item.parked else ""
+                print(f"  pending {item.batch_id}: {item.messages} messages, {item.attempts} attempts{parked}"
+                      f"{': ' + item.last_error if item.last_error else ''}")
+            for failure in state.failures():
+                print(f"  {'quarantined' if failure.count >= QUARANTINE_AFTER else 'failing'} {failure.path}:"
+                      f" {failure.error} ({failure.count} checks)")
         finally:
             state.close()
     return 0

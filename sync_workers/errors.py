@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "Fatal", "Retryable", "Skippable", "SyncError"]
+__all__ = ["ConfigError", "Fatal", "Retryable", "Skippable", "Stopped", "SyncError"]
 
 
 class SyncError(Exception):
@@ -18,12 +18,22 @@ class ConfigError(Fatal):
 
 
 class Retryable(SyncError):
-    """Back off and try again (network down, 5xx, 429). ``retry_after`` is in seconds, if known."""
+    """Back off and try again (network down, 5xx, 429). ``retry_after`` is in seconds, if known.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``unavailable``: the server as a whole is out of reach or asks everyone to wait (no
+    connection, 429, 502, 503, 504); such a failure says nothing about the batch, so it does not
+    count toward parking it. Any other failure may be the batch's own (a 500 for it alone).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, *, unavailable: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.unavailable = unavailable
 
 
 class Skippable(SyncError):
     """Log once with the file and line, count it, carry on (a corrupt line, an unreadable file)."""
+
+
+class Stopped(SyncError):
+    """The worker was asked to stop while waiting; what is pending stays in the outbox."""

@@ -18,12 +18,15 @@ from typing import Any
 __all__ = ["EVENTS", "configure", "get_logger"]
 
 EVENTS = frozenset({
-    "worker.started", "worker.stopped", "worker.crashed", "worker.fatal",
-    "check.started", "check.finished",
-    "file.skipped", "file.reset", "file.vanished", "line.skipped",
-    "batch.stored", "batch.sent", "batch.retry", "batch.split", "batch.dead_lettered", "batch.dry_run",
-    "outbox.full", "outbox.pending",
-    "config.reloaded", "schedule.next",
+    "worker.started", "worker.stopped", "worker.crashed", "worker.restarting", "worker.gave_up", "worker.fatal",
+    "check.started", "check.finished", "check.failed",
+    "file.skipped", "file.reset", "file.vanished", "file.failed", "file.quarantined", "line.skipped", "line.incomplete",
+    "batch.stored", "batch.sent", "batch.retry", "batch.parked", "batch.split", "batch.dead_lettered",
+    "batch.dry_run",
+    "outbox.full", "outbox.resumed", "outbox.pending", "outbox.unparked",
+    "sender.crashed", "sender.abandoned",
+    "checkpoint.failed", "checkpoint.forced",
+    "config.reloaded", "schedule.next", "stop.requested", "stop.timeout",
 })
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -49,6 +52,7 @@ def _structlog() -> Any:
             processors=[
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
                 renderer,
             ],
             wrapper_class=structlog.make_filtering_bound_logger(_settings["level"]),
@@ -85,6 +89,10 @@ class Logger:
 
     def error(self, event: str, **fields: Any) -> None:
         self._emit("error", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        """An error with the traceback of the exception being handled (call it in ``except``)."""
+        self._emit("error", event, {**fields, "exc_info": True})
 
 
 def get_logger(**bound: Any) -> Logger:

@@ -1,10 +1,14 @@
 """Runs workers as daemons: file events (debounced) plus a schedule, signals, restart with backoff.
 
 Each worker gets one thread and one stop event (the watchdog habit): the thread waits for a file
-event, the next scheduled check, or the stop event, and calls ``worker.check()``. A crash is
-logged and retried with backoff; a Fatal error (a refused token) is logged and retried at the
-next scheduled check, keeping everything pending. SIGTERM/SIGINT stop the loops; the check in
-progress finishes its current step and the workers flush and close. A second signal exits at once.
+event, the next scheduled check, or the stop event, and calls ``worker.check()``. What a check
+meets is contained where it happens (a record, a file, a batch: see ``worker`` and ``sender``);
+what still escapes is a bug or a broken disk: it is logged with its traceback and the worker is
+restarted (stopped and started again) with backoff. A worker that crashes ``MAX_CRASHES`` times
+in a row ends the process with exit code ``EXIT_CRASHED``, so a service manager sees it and
+restarts or reports it. SIGTERM/SIGINT stop the loops within ``STOP_SECONDS`` (the check in
+progress ends after its current batch; everything committed stays committed); a second signal
+exits at once.
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sync_workers.delivery import Stopped
-from sync_workers.errors import Fatal, Retryable
+from sync_workers.errors import Fatal, Retryable, Stopped
 from sync_workers.protocol import Worker
 
-__all__ = ["Schedule", "Supervisor", "run_until_signal"]
+__all__ = ["EXIT_CRASHED", "Schedule", "Supervisor", "run_until_signal"]
 
 DEBOUNCE_SECONDS = 0.5
 MAX_DEBOUNCE_SECONDS = 5.0
+MAX_CRASHES = 5
+STOP_SECONDS = 20.0
+EXIT_CRASHED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,54 +48,98 @@ class Schedule:
 
 
 class Supervisor:
-    def __init__(self, workers: Sequence[Worker], schedule: Schedule, log: object) -> None:
+    def __init__(self, workers: Sequence[Worker], schedule: Schedule, log: object, *,
+                 max_crashes: int = MAX_CRASHES, backoff_initial: float = 1.0) -> None:
         self.workers = list(workers)
         self.schedule = schedule
         self.log = log
+        self.max_crashes = max_crashes
+        self.backoff_initial = backoff_initial
         self.stop_event = threading.Event()
+        self.failed = threading.Event()
+        """Set when a worker kept crashing: the process should end, non-zero."""
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Start every worker, or none: a worker that cannot start stops those already started."""
+        started: list[Worker] = []
+        try:
+            for worker in self.workers:
+                worker.start(watch=True)  # type: ignore[call-arg]
+                started.append(worker)
+        except BaseException:
+            for worker in started:
+                worker.stop()
+            raise
         for worker in self.workers:
-            worker.start(watch=True)  # type: ignore[call-arg]
-            thread = threading.Thread(target=self._loop, args=(worker,), name=f"worker-{worker.name}")
+            thread = threading.Thread(target=self._loop, args=(worker,), name=f"worker-{worker.name}", daemon=True)
             thread.start()
             self.threads.append(thread)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_SECONDS) -> bool:
+        """Stop every worker within ``timeout`` seconds; False when one did not finish in time
+        (the process may still exit: each batch is committed in one transaction)."""
         self.stop_event.set()
         for worker in self.workers:
             worker.stopping.set()  # type: ignore[attr-defined]
             worker.changed.set()
-        for thread in self.threads:
-            thread.join()
-        for worker in self.workers:
-            worker.stop()
+        deadline = time.monotonic() + timeout
+        clean = True
+        for worker, thread in zip(self.workers, self.threads, strict=False):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                clean = False
+                self.log.error("stop.timeout", worker=worker.name, seconds=timeout)  # type: ignore[attr-defined]
+            else:
+                worker.stop()
+        return clean
 
     def _loop(self, worker: Worker) -> None:
         log = self.log.bind(worker=worker.name)  # type: ignore[attr-defined]
-        failures = 0
+        crashes = 0
         due = time.time()  # a check at start picks up what happened while stopped
         while not self.stop_event.is_set():
             if not self._wait(worker, due):
                 break
             try:
                 worker.check()
-                failures = 0
+                crashes = 0
             except Stopped:
                 break
             except Fatal as exc:
                 log.error("worker.fatal", error=str(exc))
             except Retryable as exc:
                 log.warning("outbox.pending", error=str(exc))
-            except Exception as exc:  # a bug or an I/O error: keep the daemon alive, back off
-                failures += 1
-                delay = min(300.0, 2.0 ** failures)
-                log.exception("worker.crashed", error=repr(exc), retry_in=delay)
-                if self.stop_event.wait(delay):
-                    break
+            except Exception as exc:  # a bug or a broken disk: restart this worker, with backoff
+                crashes += 1
+                if not self._restart(worker, log, exc, crashes):
+                    return
+                due = time.time()  # a restarted worker checks at once, as at start
+                continue
             due = self.schedule.next_after(time.time())
             log.debug("schedule.next", at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due)))
+
+    def _restart(self, worker: Worker, log: object, exc: Exception, crashes: int) -> bool:
+        """Log the crash with its traceback, stop the worker and start it again after a backoff.
+        False when it crashed too often: the supervisor then ends the process, non-zero."""
+        log.exception("worker.crashed", error=repr(exc), crashes=crashes)  # type: ignore[attr-defined]
+        if crashes >= self.max_crashes:
+            log.error("worker.gave_up", crashes=crashes, exit_code=EXIT_CRASHED)  # type: ignore[attr-defined]
+            self.failed.set()
+            return False
+        delay = min(300.0, self.backoff_initial * 2.0 ** (crashes - 1))
+        log.warning("worker.restarting", retry_in=delay)  # type: ignore[attr-defined]
+        try:
+            worker.stop()
+        except Exception as close_exc:
+            log.exception("worker.crashed", error=repr(close_exc), stage="stop")  # type: ignore[attr-defined]
+        if self.stop_event.wait(delay):
+            return False
+        try:
+            worker.start(watch=True)  # type: ignore[call-arg]
+        except Exception as start_exc:
+            return self._restart(worker, log, start_exc, crashes + 1)
+        return True
 
     def _wait(self, worker: Worker, due: float) -> bool:
         """Until a change settles or the schedule is due; False when stopping."""
@@ -114,18 +164,30 @@ class Supervisor:
 
 
 def run_until_signal(supervisor: Supervisor) -> int:
-    """Run until SIGTERM or SIGINT; a second signal exits at once. Returns the exit code."""
-    stopping = threading.Event()
+    """Run until SIGTERM or SIGINT, or until a worker kept crashing; a second signal exits at once.
+
+    Returns the exit code: 0 after a signal, ``EXIT_CRASHED`` when a worker gave up. A worker
+    that cannot start raises (``Fatal``, ``Locked``, ...) before anything runs."""
+    done = threading.Event()
+    signalled = threading.Event()
 
     def handle(signum: int, _frame: object) -> None:
-        if stopping.is_set():
+        if signalled.is_set():
             os._exit(128 + signum)
-        stopping.set()
+        signalled.set()
+        done.set()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    supervisor.start()
-    while not stopping.wait(1.0):
-        pass
-    supervisor.stop()
-    return 0
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        supervisor.start()
+        watcher = threading.Thread(target=lambda: (supervisor.failed.wait(), done.set()), daemon=True,
+                                   name="supervisor-failed")
+        watcher.start()
+        while not done.wait(1.0):
+            pass
+        supervisor.log.info("stop.requested", signal=signalled.is_set())  # type: ignore[attr-defined]
+        supervisor.stop()
+        return EXIT_CRASHED if supervisor.failed.is_set() else 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,13 +1,15 @@
-"""A worker's durable state: file cursors, acknowledged digests, the outbox and dead letters.
+"""A worker's durable state: file cursors, acknowledged digests, owners, failing files, and
+the outbox (``sync_workers.outbox``) on the same connection.
 
 One SQLite database (WAL) per worker. The rule it exists for (ARCHITECTURE.md, Delivery): a
 record is always unread (past its file's cursor), in the outbox, or delivered. So a cursor
-moves in the same transaction that puts the batch holding its records into the outbox
-(:meth:`State.enqueue`), or right after the local archive committed them (:meth:`commit`).
+moves in the same transaction that puts the batch holding its records into the outbox or the
+local archive (``sync_workers.commit``, through :meth:`State.apply`).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from contextlib import AbstractContextManager
@@ -17,9 +19,13 @@ from typing import Any
 
 import orjson
 
+from sync_workers.outbox import Outbox
 from sync_workers.store import connect, transaction
 
-__all__ = ["Advance", "FileCursor", "OutboxItem", "State"]
+__all__ = ["QUARANTINE_AFTER", "Advance", "FileCursor", "FileFailure", "State"]
+
+QUARANTINE_AFTER = 3
+"""Checks in a row a file may fail before it is set aside until it changes."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {files} (
@@ -36,29 +42,19 @@ CREATE TABLE IF NOT EXISTS {acked} (
     digest TEXT NOT NULL,
     PRIMARY KEY (conversation_id, message_id)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS {outbox} (
-    seq INTEGER PRIMARY KEY,
-    batch_id TEXT NOT NULL UNIQUE,
-    body BLOB NOT NULL,
-    conversations INTEGER NOT NULL,
-    messages INTEGER NOT NULL,
-    raw_bytes INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE TABLE IF NOT EXISTS {dead_letters} (
-    batch_id TEXT PRIMARY KEY,
-    body BLOB NOT NULL,
-    status INTEGER,
-    reason TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
 CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS {owners} (
     message_id TEXT PRIMARY KEY,
     conversation_id TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS {failures} (
+    path TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    at REAL NOT NULL
+);
 """
 
 
@@ -97,14 +93,25 @@ class Advance:
 
 
 @dataclass(slots=True)
-class OutboxItem:
-    seq: int
-    batch_id: str
-    body: bytes
-    conversations: int
-    messages: int
-    raw_bytes: int
-    attempts: int
+class FileFailure:
+    """A file whose reading raised: counted per check, quarantined after QUARANTINE_AFTER."""
+
+    path: str
+    error: str
+    size: int | None = None
+    mtime_ns: int | None = None
+    count: int = 1
+
+    @classmethod
+    def of(cls, path: str, exc: BaseException, st: os.stat_result | None = None) -> FileFailure:
+        """The failure of ``path`` raising ``exc``, with the size and mtime it failed at."""
+        if st is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        return cls(path, error, st.st_size if st else None, st.st_mtime_ns if st else None)
 
 
 class State:
@@ -114,9 +121,12 @@ class State:
         """``namespace`` prefixes the table names, so a worker's state can live inside the local
         archive's file and move in the same transaction as the records (see ``sinks.archive``)."""
         self.path = Path(path)
-        self.names = {t: f"{namespace}{t}" for t in ("files", "acked", "outbox", "dead_letters", "meta", "owners")}
+        self.names = {t: f"{namespace}{t}" for t in ("files", "acked", "meta", "owners", "failures")}
+        self.namespace = namespace
         self.db = connect(path)
         self.db.executescript(_SCHEMA.format(**self.names))
+        self.outbox = Outbox(self.db, namespace)
+        self.failing = {row[0] for row in self.db.execute(self._q("SELECT path FROM {failures}"))}
 
     @staticmethod
     def exists(path: str | Path, namespace: str = "") -> bool:
@@ -206,58 +216,34 @@ class State:
             db.executemany(self._q("INSERT OR REPLACE INTO {acked} VALUES (?, ?, ?)"), advance.acked)
         if advance.owned:
             db.executemany(self._q("INSERT OR IGNORE INTO {owners} VALUES (?, ?)"), advance.owned)
+        if self.failing and advance.cursors:  # a file read again without failing is well again
+            well = [(c.path,) for c in advance.cursors if c.path in self.failing]
+            if well:
+                db.executemany(self._q("DELETE FROM {failures} WHERE path = ?"), well)
+                self.failing.difference_update(p for (p,) in well)
 
-    # -- outbox -----------------------------------------------------------------------------
+    # -- files that fail --------------------------------------------------------------------
 
-    def enqueue(
-        self, batch_id: str, body: bytes, conversations: int, messages: int, raw_bytes: int,
-        advance: Advance,
-    ) -> None:
-        """Put a batch in the outbox and move the state it stands for, in one transaction."""
+    def file_failed(self, failure: FileFailure) -> int:
+        """Count one more check in a row that ``failure.path`` failed; returns the count."""
+        self.failing.add(failure.path)
         with self.transaction() as db:
-            db.execute(
-                self._q("INSERT INTO {outbox} (batch_id, body, conversations, messages, raw_bytes, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)"),
-                (batch_id, body, conversations, messages, raw_bytes, time.time()),
-            )
-            self.apply(db, advance)
+            db.execute(self._q("INSERT INTO {failures} VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+                               " count = count + 1, error = excluded.error, size = excluded.size,"
+                               " mtime_ns = excluded.mtime_ns, at = excluded.at"),
+                       (failure.path, failure.error, failure.size, failure.mtime_ns, time.time()))
+            return db.execute(self._q("SELECT count FROM {failures} WHERE path = ?"), (failure.path,)).fetchone()[0]
 
-    def first_pending(self) -> OutboxItem | None:
-        """The oldest unsent batch: the outbox is sent in order, one body in memory at a time."""
-        row = self.db.execute(
-            self._q("SELECT seq, batch_id, body, conversations, messages, raw_bytes, attempts"
-                    " FROM {outbox} ORDER BY seq LIMIT 1")
-        ).fetchone()
-        return OutboxItem(*row) if row else None
+    def quarantined(self) -> dict[str, tuple[int | None, int | None]]:
+        """Files set aside after QUARANTINE_AFTER failed checks, with the (size, mtime) they failed
+        at: skipped until they change."""
+        rows = self.db.execute(self._q("SELECT path, size, mtime_ns FROM {failures} WHERE count >= ?"),
+                               (QUARANTINE_AFTER,))
+        return {path: (size, mtime) for path, size, mtime in rows}
 
-    def pending(self) -> list[OutboxItem]:
-        rows = self.db.execute(
-            self._q("SELECT seq, batch_id, body, conversations, messages, raw_bytes, attempts"
-                    " FROM {outbox} ORDER BY seq")
-        )
-        return [OutboxItem(*row) for row in rows.fetchall()]
-
-    def outbox_bytes(self) -> int:
-        return self.db.execute(self._q("SELECT coalesce(sum(length(body)), 0) FROM {outbox}")).fetchone()[0]
-
-    def delivered(self, batch_id: str) -> None:
-        self.db.execute(self._q("DELETE FROM {outbox} WHERE batch_id = ?"), (batch_id,))
-
-    def attempt_failed(self, batch_id: str, error: str) -> None:
-        self.db.execute(
-            self._q("UPDATE {outbox} SET attempts = attempts + 1, last_error = ? WHERE batch_id = ?"), (error, batch_id)
-        )
-
-    def dead_letter(self, batch_id: str, body: bytes, status: int | None, reason: str) -> None:
-        """Keep a batch the server refused as invalid, for a person to look at; it is not resent."""
-        self.db.execute(
-            self._q("INSERT OR REPLACE INTO {dead_letters} VALUES (?, ?, ?, ?, ?)"),
-            (batch_id, body, status, reason, time.time()),
-        )
-
-    def dead_letters(self) -> list[tuple[str, int | None, str]]:
-        sql = self._q("SELECT batch_id, status, reason FROM {dead_letters} ORDER BY created_at")
-        return self.db.execute(sql).fetchall()
+    def failures(self) -> list[FileFailure]:
+        rows = self.db.execute(self._q("SELECT path, error, size, mtime_ns, count FROM {failures} ORDER BY path"))
+        return [FileFailure(*row) for row in rows]
 
     # -- status -----------------------------------------------------------------------------
 

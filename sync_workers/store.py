@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,37 +152,67 @@ class Checkpointer:
     Run as one ``PRAGMA wal_checkpoint`` call, it holds no Python lock while the disk works, so
     the writer (with its own automatic checkpoints turned off) goes on parsing meanwhile. One stop
     event, no other shutdown path; ``close`` runs a last checkpoint.
+
+    A checkpoint that fails is logged (once per kind of error in a row), and since the writer's
+    automatic checkpoints are off, the writer checks :meth:`overdue` after each commit and
+    checkpoints itself when the WAL passes ``limit_bytes``: the WAL cannot grow without bound.
     """
 
-    def __init__(self, path: str | Path, every_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, path: str | Path, log: Any = None, every_bytes: int = 32 * 1024 * 1024,
+                 limit_bytes: int = 256 * 1024 * 1024) -> None:
         self.wal = Path(f"{path}-wal")
         self.every = every_bytes
+        self.limit = limit_bytes
+        self.log = log
+        self.last_error: str | None = None
         self.db = connect(path)
         self.wake = threading.Event()
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"checkpoint-{Path(path).name}")
+        self.thread = threading.Thread(target=self._run, name=f"checkpoint-{Path(path).name}", daemon=True)
         self.thread.start()
 
     def poke(self) -> None:
         """A transaction committed: checkpoint if the WAL has grown enough."""
         self.wake.set()
 
+    def overdue(self) -> bool:
+        """The WAL is past its hard limit: the background checkpoints are failing or too slow."""
+        try:
+            return os.path.getsize(self.wal) >= self.limit
+        except OSError:
+            return False
+
     def _run(self) -> None:
         while not self.stop.is_set():
             self.wake.wait()
             self.wake.clear()
             try:
-                if os.path.getsize(self.wal) >= self.every:
-                    self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except (OSError, sqlite3.Error):
-                pass  # nothing to copy yet, or busy: the next commit pokes again
+                size = os.path.getsize(self.wal)
+            except OSError:
+                continue  # no WAL yet
+            if size < self.every:
+                continue
+            try:
+                busy = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0]
+            except sqlite3.Error as exc:
+                self._failed(f"{type(exc).__name__}: {exc}", size)
+                continue
+            if not busy:
+                self.last_error = None
+
+    def _failed(self, error: str, size: int) -> None:
+        if error != self.last_error and self.log is not None:
+            self.log.error("checkpoint.failed", file=str(self.wal), wal_bytes=size, error=error)
+        self.last_error = error
 
     def close(self) -> None:
         self.stop.set()
         self.wake.set()
         self.thread.join()
-        with suppress(sqlite3.Error):
+        try:
             self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            self._failed(f"{type(exc).__name__}: {exc}", -1)
         self.db.close()
 
 

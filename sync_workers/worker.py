@@ -11,22 +11,22 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync_workers import __version__
 from sync_workers.batching import Batcher
+from sync_workers.commit import ArchiveCommitter, CallbackCommitter, Committer, OutboxCommitter, Totals
 from sync_workers.config import Config
-from sync_workers.delivery import Delivery, Totals
+from sync_workers.errors import Retryable
+from sync_workers.lock import StateLock
 from sync_workers.logs import get_logger
-from sync_workers.sinks.archive import ArchiveSink
-from sync_workers.sinks.memory import MemorySink
 from sync_workers.sources.files import FileSource, ScanContext, ScanStats, TrackedFile
-from sync_workers.state import State
+from sync_workers.state import QUARANTINE_AFTER, FileFailure, State
 
-__all__ = ["CheckReport", "FileWorker", "make_sink", "state_location"]
+if TYPE_CHECKING:
+    from sync_workers.sender import Sender
 
-ONCE_ATTEMPTS = 8
-ARCHIVE_BATCH_BYTES = 32 * 1024 * 1024
+__all__ = ["CheckReport", "FileWorker", "state_location"]
 
 
 @dataclass(slots=True)
@@ -46,6 +46,8 @@ class CheckReport:
         )
         if s.issues:
             line += f"; {len(s.issues)} records skipped (see log)"
+        if s.failures:
+            line += f"; {len(s.failures)} files failed (see log)"
         if t.dead_lettered:
             line += f"; {t.dead_lettered} batches dead-lettered"
         return line
@@ -62,15 +64,6 @@ def state_location(worker: str, config: Config) -> tuple[Path, str]:
     return config.archive_path, f"{worker}_"
 
 
-def make_sink(config: Config) -> Any:
-    """HTTP when ``server.base_url`` is set, else the local archive under the state dir."""
-    if config.server.base_url:
-        from sync_workers.sinks.http import HttpSink
-
-        return HttpSink(config.server.base_url, config.token, config.server.timeout)
-    return ArchiveSink(config.archive_path)
-
-
 class FileWorker:
     def __init__(
         self,
@@ -84,6 +77,8 @@ class FileWorker:
         namespace: str = "",
         files: Iterable[TrackedFile] | None = None,
     ) -> None:
+        """``sink``: a test's ``MemorySink`` instead of the configured destination; ``state_path``:
+        a state of the caller's instead of the configured one (tests, ``--dry-run``, ``parse``)."""
         self.source = source
         self.name = source.name
         self.source_type = source.source_type
@@ -98,81 +93,149 @@ class FileWorker:
         self.stopping = threading.Event()
         self.log = get_logger(worker=self.name)
         self.state: State | None = None
+        self.committer: Committer | None = None
+        self.sender: Sender | None = None
+        self.totals = Totals()
+        self.lock: StateLock | None = None
         self.observer: Any = None
+        self.info = {"name": self.name, "version": __version__, "host": socket.gethostname()}
 
     def start(self, watch: bool = False) -> None:
-        if self.sink is None:
-            self.sink = MemorySink(lambda body: None) if self.dry_run else make_sink(self.config)
+        """Open the state, the destination and (with a server) the sender; start watching.
+
+        Raises ``Locked`` when another process runs this worker on the same state."""
+        self.stopping.clear()
+        try:
+            self._open()
+            if watch:
+                self._watch()
+        except BaseException:
+            self.stop()
+            raise
+        assert self.committer is not None
+        self.log.info("worker.started", destination=self.committer.description, state=str(self.state_path))
+
+    def _open(self) -> None:
         if self.state_path is None:
             self.state_path, namespace = state_location(self.name, self.config)
-            self.state = State(self.state_path, namespace)
-            if (self.source.keeps_owners and isinstance(self.sink, ArchiveSink) and self.state.file_count()
-                    and not self.state.knows_owners()):
-                self.state.adopt_owners(self.source_type)  # state from a version that kept none
+            self.lock = StateLock(self.config.state_dir / f"{self.name}.lock")
+            self.lock.acquire()
         else:
-            self.state = State(self.state_path, self.namespace)
-        if watch:
-            self._watch()
-        self.log.info("worker.started", destination=self.sink.description, state=str(self.state_path))
+            namespace = self.namespace
+        self.state = State(self.state_path, namespace)
+        self.totals = Totals()
+        if self.dry_run is not None:
+            self.committer = CallbackCommitter(self.dry_run, None, self.totals, "dry run (stdout)", self.info)
+        elif self.sink is not None:
+            self.committer = CallbackCommitter(self.sink.receive, self.state, self.totals, self.sink.description)
+        elif self.config.server.base_url:
+            from sync_workers.sender import Sender  # only a worker with a server imports httpx
+            from sync_workers.sinks.http import HttpSink
+
+            sink = HttpSink(self.config.server.base_url, self.config.token, self.config.server.timeout)
+            self.sender = Sender(self.state_path, namespace, sink, self.log, self.totals, once=self.once)
+            self.committer = OutboxCommitter(self.state, self.sender, self.info,
+                                             self.config.worker.max_outbox_bytes, self.stopping, self.log)
+            self.sender.start()
+        else:
+            self.committer = ArchiveCommitter(self.state, self.config.archive_path, self.totals, self.log)
+            if self.source.keeps_owners and self.state.file_count() and not self.state.knows_owners():
+                self.state.adopt_owners(self.source_type)  # state from a version that kept none
 
     def stop(self) -> None:
+        """Stop watching and sending, close everything; idempotent. What is pending stays queued."""
         self.stopping.set()
         if self.observer is not None:
             self.observer.stop()
             self.observer.join(timeout=5)
             self.observer = None
+        if self.sender is not None:
+            self.sender.stop()
+            self.sender.sink.close()
+            self.sender = None
+        if self.committer is not None:
+            self.committer.close()
+            self.committer = None
         if self.state is not None:
             self.state.close()
             self.state = None
-        if self.sink is not None:
-            self.sink.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+            self.state_path = None  # the configured state is looked up again at the next start
         self.log.info("worker.stopped")
 
     def check(self) -> CheckReport:
-        """One pass: the outbox first (same batch ids), then every new byte, then drain."""
-        assert self.state is not None, "start() the worker first"
+        """One pass: read every new byte and commit it (archive or outbox). Never waits on the
+        network; a one-shot run then waits for the sender to finish.
+
+        A file that raises stays with that file: logged, counted, retried at the next check, and
+        quarantined after QUARANTINE_AFTER failed checks in a row until it changes."""
+        assert self.state is not None and self.committer is not None, "start() the worker first"
         started = time.monotonic()
         self.changed.clear()
         state, config = self.state, self.config.worker
-        report = CheckReport(self.name, "dry run (stdout)" if self.dry_run else self.sink.description)
-        delivery = Delivery(
-            state, self.sink, self.log, stop=self.stopping,
-            max_attempts=ONCE_ATTEMPTS if self.once else None,
-            max_outbox_bytes=config.max_outbox_bytes, dry_run=self.dry_run,
-            worker_info={"name": self.name, "version": __version__, "host": socket.gethostname()},
-        )
-        report.totals = delivery.totals
-        delivery.drain(wait=True)
-        batch_size, batch_bytes = config.batch_size, config.max_batch_bytes
-        if isinstance(self.sink, ArchiveSink):  # request limits do not apply: fewer, larger commits
-            batch_size, batch_bytes = max(batch_size, 10_000), max(batch_bytes, ARCHIVE_BATCH_BYTES)
+        report = CheckReport(self.name, self.committer.description, totals=self.totals)
+        batch_size, batch_bytes = self.committer.batch_limits or (config.batch_size, config.max_batch_bytes)
         batcher = Batcher(self.name, self.source_type, batch_size, batch_bytes)
         cursors = state.cursors()
         files = list(self.files if self.files is not None else self.source.discover())
         context = ScanContext(cursors, state.acked_digests, report.stats, config.processes,
-                              state.owners if self.source.keeps_owners and state.knows_owners() else None)
-        for delta in self.source.scan(files, context):
-            for conversation in delta.conversations:
-                for batch in batcher.add(conversation):
-                    delivery.submit(batch)
-            batcher.attach(delta.advance)
-            if self.stopping.is_set():
-                break
+                              state.owners if self.source.keeps_owners and state.knows_owners() else None,
+                              quarantined=state.quarantined())
+        try:
+            for delta in self.source.scan(files, context):
+                for conversation in delta.conversations:
+                    for batch in batcher.add(conversation):
+                        self.committer.commit(batch)
+                batcher.attach(delta.advance)
+                if self.stopping.is_set():
+                    break
+        except Retryable:
+            raise  # the outbox is full and nothing drains it: what was committed stays committed
+        except Exception as exc:  # a source's own bug: what it yielded so far is still committed below
+            self.log.exception("check.failed", error=repr(exc))
+            report.stats.failures.append(FileFailure(f"<{self.name} scan>", repr(exc)))
         final = batcher.flush()
         if final is not None:
-            delivery.submit(final)
-        delivery.drain(wait=True)
-        if self.files is None and not self.dry_run:
-            self._forget_vanished(cursors, files)
+            self.committer.commit(final)
+        if self.dry_run is None:
+            self._record_failures(report.stats.failures)
+            if self.files is None and not report.stats.failures:
+                self._forget_vanished(cursors, files)
         for issue in report.stats.issues:
             self.log.warning("line.skipped", file=issue.path, line=issue.line, reason=issue.reason)
+        for path in report.stats.incomplete:  # read again on the next check: not a skipped record
+            self.log.debug("line.incomplete", file=path)
+        if self.once and self.sender is not None:
+            self._finish_sending()
         report.seconds = time.monotonic() - started
-        if not self.dry_run:
+        if self.dry_run is None:
             state.set_meta("last_check", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         self.log.info("check.finished", files=report.stats.files, read=report.stats.files_read,
                       bytes=report.stats.bytes_read, messages=report.totals.messages,
                       seconds=round(report.seconds, 3))
         return report
+
+    def _record_failures(self, failures: list[FileFailure]) -> None:
+        assert self.state is not None
+        for failure in failures:
+            if failure.path.startswith("<"):
+                continue  # not a file: nothing to quarantine
+            count = self.state.file_failed(failure)
+            event = "file.quarantined" if count == QUARANTINE_AFTER else "file.failed"
+            self.log.error(event, file=failure.path, error=failure.error, failed_checks=count)
+
+    def _finish_sending(self) -> None:
+        """A one-shot run: wait until the sender has sent all it can, then say what is left."""
+        assert self.sender is not None and self.state is not None
+        self.sender.finish()
+        if self.sender.fatal is not None:
+            raise self.sender.fatal
+        left = self.state.outbox.stats()
+        if left.batches:
+            raise Retryable(f"{left.batches} batches ({left.messages} messages) are still in the outbox;"
+                            f" last error: {self.sender.last_error}")
 
     def _forget_vanished(self, cursors: dict[str, Any], files: list[TrackedFile]) -> None:
         gone = self.source.vanished(cursors, files)

@@ -214,5 +214,5 @@ def test_run_once_syncs_every_enabled_worker_and_status_reports_them(tmp_path, c
     assert status.returncode == 0, status.stderr
     claude = next(line for line in status.stdout.splitlines() if line.startswith("claude_code:"))
     assert f"{len(manifest.files)} files tracked" in claude
-    assert "0 batches pending, 0 dead-lettered" in claude
+    assert "0 batches pending (0 parked), 0 dead-lettered" in claude
     assert "gemini_cli: never run" in status.stdout

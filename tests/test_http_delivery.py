@@ -22,8 +22,9 @@ import respx
 
 from parsers.schema import Conversation, Message, text_block
 from sync_workers.batching import Batch, Batcher
-from sync_workers.delivery import Delivery, Stopped
+from sync_workers.commit import OutboxCommitter, Totals
 from sync_workers.errors import Fatal, Retryable
+from sync_workers.sender import Sender
 from sync_workers.sinks.http import (
     ENDPOINT,
     HttpSink,
@@ -35,7 +36,7 @@ from sync_workers.sinks.http import (
     retry_after_seconds,
 )
 from sync_workers.state import Advance, FileCursor, State
-from tests.support import validate_batch
+from tests.support import validate_batch, wait_for
 
 BASE = "http://receiver.test"
 URL = BASE + ENDPOINT
@@ -88,9 +89,11 @@ def make_batch(conversations: dict[str, int], advance: Advance | None = None) ->
 
 
 def enqueue(state: State, batch: Batch) -> None:
-    """Put a batch in the outbox the way Delivery.submit does, without sending it."""
+    """Put a batch in the outbox the way ``OutboxCommitter.commit`` does, without waking a sender."""
     raw = batch.body()
-    state.enqueue(batch.batch_id, compress(raw), len(batch.conversations), batch.messages, len(raw), batch.advance)
+    with state.transaction() as db:
+        state.outbox.add(db, batch.batch_id, compress(raw), len(batch.conversations), batch.messages, len(raw))
+        state.apply(db, batch.advance)
 
 
 def sent(request: httpx.Request) -> dict[str, Any]:
@@ -121,10 +124,16 @@ def log() -> Log:
     return Log()
 
 
-def delivery(state: State, sink: HttpSink, log: Log, *, stop: threading.Event | None = None,
-             max_attempts: int | None = 3, max_outbox_bytes: int = 64 * 1024 * 1024) -> Delivery:
-    return Delivery(state, sink, log, stop=stop or FastStop(), max_attempts=max_attempts,
-                    max_outbox_bytes=max_outbox_bytes, backoff_initial=0.001)
+def sender(state: State, sink: HttpSink, log: Log, *, once: bool = True, attempts: int = 3, **options: Any) -> Sender:
+    return Sender(state.path, "", sink, log, Totals(), once=once, backoff_initial=0.001, once_attempts=attempts,
+                  **options)
+
+
+def drain(s: Sender) -> Sender:
+    """A one-shot run's sending, in this thread: until the outbox is empty or nothing more can go."""
+    s.finishing.set()
+    s._run()
+    return s
 
 
 # -- classify and Retry-After -------------------------------------------------------------------
@@ -210,7 +219,7 @@ def test_post_network_error_is_retryable(sink: HttpSink) -> None:
         sink.post("batch-00000001", compress(b"{}"))
 
 
-# -- Delivery over the outbox ---------------------------------------------------------------------
+# -- the sender over the outbox -------------------------------------------------------------------
 
 
 @respx.mock
@@ -219,19 +228,19 @@ def test_503_with_retry_after_zero_then_200_is_delivered(state: State, sink: Htt
         httpx.Response(503, headers={"Retry-After": "0"}, json={"detail": "busy"}),
         httpx.Response(200, json=OK),
     ])
-    d = delivery(state, sink, log)
     batch = make_batch({"conv-a": 2})
     enqueue(state, batch)
-    d.drain(wait=True)
+    started = time.monotonic()
+    s = drain(sender(state, sink, log))
+    assert time.monotonic() - started < 5  # Retry-After: 0, not a backoff
     assert route.call_count == 2
     assert [c.request.headers["Idempotency-Key"] for c in route.calls] == [batch.batch_id] * 2
     assert route.calls[0].request.content == route.calls[1].request.content  # the stored bytes, resent
-    assert d.stop.waits == [0.0]  # Retry-After, not the backoff
-    assert state.pending() == []
-    assert d.totals.counts.inserted_messages == 2
-    assert d.totals.counts.inserted_conversations == 1
-    assert d.totals.counts.duplicate_messages == 1
-    assert (d.totals.batches, d.totals.messages) == (1, 2)
+    assert state.outbox.pending() == []
+    assert s.totals.counts.inserted_messages == 2
+    assert s.totals.counts.inserted_conversations == 1
+    assert s.totals.counts.duplicate_messages == 1
+    assert (s.totals.batches, s.totals.messages) == (1, 2)
     assert "batch.retry" in log.names() and "batch.sent" in log.names()
 
 
@@ -239,40 +248,38 @@ def test_503_with_retry_after_zero_then_200_is_delivered(state: State, sink: Htt
 def test_429_with_past_http_date_is_retried_at_once(state: State, sink: HttpSink, log: Log) -> None:
     past = format_datetime(datetime.now(tz=UTC) - timedelta(minutes=5), usegmt=True)
     route = respx.post(URL).mock(side_effect=[
-        httpx.Response(429, headers={"Retry-After": past}),
-        httpx.Response(200, json=OK),
-    ])
-    d = delivery(state, sink, log)
+        httpx.Response(429, headers={"Retry-After": past}), httpx.Response(200, json=OK)])
     enqueue(state, make_batch({"conv-a": 1}))
-    d.drain(wait=True)
+    started = time.monotonic()
+    drain(sender(state, sink, log))
+    assert time.monotonic() - started < 5
     assert route.call_count == 2
-    assert d.stop.waits == [0.0]
-    assert state.pending() == []
+    assert state.outbox.pending() == []
 
 
 @respx.mock
-def test_retry_after_is_capped(state: State, sink: HttpSink, log: Log) -> None:
-    respx.post(URL).mock(side_effect=[
-        httpx.Response(503, headers={"Retry-After": "86400"}),
-        httpx.Response(200, json=OK),
-    ])
-    d = delivery(state, sink, log)
+def test_retry_after_is_capped_and_holds_every_batch(state: State, sink: HttpSink, log: Log) -> None:
+    respx.post(URL).mock(return_value=httpx.Response(503, headers={"Retry-After": "86400"}))
     enqueue(state, make_batch({"conv-a": 1}))
-    d.drain(wait=True)
-    assert d.stop.waits == [300.0]
-    assert state.pending() == []
+    s = sender(state, sink, log, once=False)
+    outbox = state.outbox
+    before = time.time()
+    s._step(outbox)
+    assert 0 < s.pause_until - before <= 300 + 1  # a day asked, five minutes at most
+    [item] = outbox.pending()
+    assert (item.attempts, item.strikes, item.parked) == (1, 0, 0)  # the server's state, not the batch's
 
 
 @respx.mock
 def test_network_error_then_200_is_delivered(state: State, sink: HttpSink, log: Log) -> None:
-    route = respx.post(URL).mock(side_effect=[httpx.ConnectError("connection refused"), httpx.Response(200, json=OK)])
-    d = delivery(state, sink, log)
-    batch = make_batch({"conv-a": 2})
-    enqueue(state, batch)
-    d.drain(wait=True)
+    route = respx.post(URL).mock(side_effect=[httpx.ConnectError("connection refused"),
+                                              httpx.Response(200, json=OK)])
+    enqueue(state, make_batch({"conv-a": 2}))
+    drain(sender(state, sink, log))
     assert route.call_count == 2
-    assert len(d.stop.waits) == 1 and d.stop.waits[0] > 0  # exponential backoff with jitter
-    assert state.pending() == []
+    assert state.outbox.pending() == []
+    [error] = [f["error"] for level, event, f in log.events if event == "batch.retry"]
+    assert URL in error  # the error names where it went
 
 
 @respx.mock
@@ -284,16 +291,15 @@ def test_invalid_batch_is_dead_lettered_and_the_next_is_delivered(
         httpx.Response(status, json={"detail": "conversations/0/messages/0/role: not allowed"}),
         httpx.Response(200, json=OK),
     ])
-    d = delivery(state, sink, log)
     bad, good = make_batch({"conv-bad": 1}), make_batch({"conv-good": 2})
     enqueue(state, bad)
     enqueue(state, good)
-    d.drain(wait=True)
+    s = drain(sender(state, sink, log))
     assert [c.request.headers["Idempotency-Key"] for c in route.calls] == [bad.batch_id, good.batch_id]
-    assert state.dead_letters() == [(bad.batch_id, status, "conversations/0/messages/0/role: not allowed")]
-    assert state.pending() == []
-    assert d.totals.dead_lettered == 1
-    assert d.totals.batches == 1  # only the delivered one
+    assert state.outbox.dead_letters() == [(bad.batch_id, status, "conversations/0/messages/0/role: not allowed")]
+    assert state.outbox.pending() == []
+    assert s.totals.dead_lettered == 1
+    assert s.totals.batches == 1  # only the delivered one
     assert "batch.dead_lettered" in log.names()
     # the dead letter keeps the exact body, for a person to look at
     body = state.db.execute("SELECT body FROM dead_letters WHERE batch_id = ?", (bad.batch_id,)).fetchone()[0]
@@ -303,29 +309,27 @@ def test_invalid_batch_is_dead_lettered_and_the_next_is_delivered(
 @respx.mock
 @pytest.mark.parametrize("status", [401, 403])
 def test_rejected_token_stops_keeps_everything_and_resumes(state: State, log: Log, status: int) -> None:
-    route = respx.post(URL).mock(return_value=httpx.Response(status, json={"detail": "invalid worker token"}))
+    route = respx.post(URL).mock(return_value=httpx.Response(status, json={"detail": f"invalid token {TOKEN}"}))
     sink = HttpSink(BASE, TOKEN, timeout=5)
     try:
-        d = delivery(state, sink, log, max_attempts=None)
         first = make_batch({"conv-a": 2}, Advance([cursor("/x/a.jsonl", 100)]))
-        with pytest.raises(Fatal) as caught:
-            d.submit(first)
-        assert TOKEN not in str(caught.value)
-        assert str(status) in str(caught.value)
-        assert route.call_count == 1  # not retried
         second = make_batch({"conv-b": 1})
+        enqueue(state, first)
         enqueue(state, second)
-        with pytest.raises(Fatal):
-            d.drain(wait=True)
-        assert route.call_count == 2  # stopped at the first batch again, nothing skipped
-        assert [p.batch_id for p in state.pending()] == [first.batch_id, second.batch_id]
-        assert state.dead_letters() == []
-        # the endpoint is fixed (token rotated on the server): the next drain sends both, in order
+        s = drain(sender(state, sink, log))
+        assert isinstance(s.fatal, Fatal)
+        assert TOKEN not in str(s.fatal) and TOKEN not in str(state.outbox.pending()[0].last_error)
+        assert str(status) in str(s.fatal)
+        assert route.call_count == 1  # a one-shot run stops at the refusal: no other batch is tried
+        assert [p.batch_id for p in state.outbox.pending()] == [first.batch_id, second.batch_id]
+        assert state.outbox.dead_letters() == []
+        assert state.cursors()["/x/a.jsonl"].offset == 100
+        # the endpoint is fixed (token rotated on the server): the next run sends both, in order
         route.mock(return_value=httpx.Response(200, json=OK))
-        d.drain(wait=True)
-        ids = [c.request.headers["Idempotency-Key"] for c in route.calls[2:]]
+        drain(sender(state, sink, log))
+        ids = [c.request.headers["Idempotency-Key"] for c in route.calls[1:]]
         assert ids == [first.batch_id, second.batch_id]
-        assert state.pending() == []
+        assert state.outbox.pending() == []
     finally:
         sink.close()
 
@@ -338,10 +342,9 @@ def test_413_splits_into_halves(state: State, sink: HttpSink, log: Log, shape: d
         httpx.Response(200, json=OK),
         httpx.Response(200, json=OK),
     ])
-    d = delivery(state, sink, log)
     batch = make_batch(shape)
     enqueue(state, batch)
-    d.drain(wait=True)
+    s = drain(sender(state, sink, log))
     assert route.call_count == 3
     ids = [c.request.headers["Idempotency-Key"] for c in route.calls]
     assert ids == [batch.batch_id, batch.batch_id + "a", batch.batch_id + "b"]
@@ -357,9 +360,9 @@ def test_413_splits_into_halves(state: State, sink: HttpSink, log: Log, shape: d
     assert sent_ids == all_ids  # every message once, in order
     if len(shape) == 1:  # a lone conversation is halved by messages; each half keeps its fields
         assert all(h["conversations"][0]["title"] == "title conv-solo" for h in halves)
-    assert state.pending() == []
-    assert state.dead_letters() == []
-    assert d.totals.messages == sum(shape.values())
+    assert state.outbox.pending() == []
+    assert state.outbox.dead_letters() == []
+    assert s.totals.messages == sum(shape.values())
     assert "batch.split" in log.names()
 
 
@@ -372,97 +375,144 @@ def test_413_splits_again_until_the_server_accepts(state: State, sink: HttpSink,
         return httpx.Response(200, json=OK)
 
     route = respx.post(URL).mock(side_effect=answer)
-    d = delivery(state, sink, log)
     batch = make_batch({"conv-solo": 4})
     enqueue(state, batch)
-    d.drain(wait=True)
+    drain(sender(state, sink, log))
     accepted = [c.request.headers["Idempotency-Key"] for c in route.calls if c.response.status_code == 200]
     assert accepted == [batch.batch_id + s for s in ("aa", "ab", "ba", "bb")]
     messages = [m["id"] for c in route.calls if c.response.status_code == 200
                 for conv in sent(c.request)["conversations"] for m in conv["messages"]]
     assert messages == [f"conv-solo-m{i}" for i in range(4)]
-    assert state.pending() == [] and state.dead_letters() == []
+    assert state.outbox.pending() == [] and state.outbox.dead_letters() == []
 
 
 @respx.mock
 def test_413_on_a_single_message_is_dead_lettered(state: State, sink: HttpSink, log: Log) -> None:
     route = respx.post(URL).mock(return_value=httpx.Response(413))
-    d = delivery(state, sink, log)
     batch = make_batch({"conv-a": 1})
     enqueue(state, batch)
-    d.drain(wait=True)
+    drain(sender(state, sink, log))
     assert route.call_count == 1
-    [(batch_id, status, reason)] = state.dead_letters()
+    [(batch_id, status, reason)] = state.outbox.dead_letters()
     assert (batch_id, status) == (batch.batch_id, 413)
     assert "single message" in reason
-    assert state.pending() == []
+    assert state.outbox.pending() == []
 
 
 @respx.mock
-def test_one_shot_gives_up_after_max_attempts(state: State, sink: HttpSink, log: Log) -> None:
+def test_one_shot_gives_up_after_its_attempts(state: State, sink: HttpSink, log: Log) -> None:
     route = respx.post(URL).mock(return_value=httpx.Response(503, json={"detail": "down"}))
-    d = delivery(state, sink, log, max_attempts=3)
-    batch = make_batch({"conv-a": 2})
+    batch, other = make_batch({"conv-a": 2}), make_batch({"conv-b": 1})
     enqueue(state, batch)
-    with pytest.raises(Retryable):
-        d.drain(wait=True)
-    assert route.call_count == 3
-    assert len(d.stop.waits) == 2  # between the attempts, none after the last
-    [item] = state.pending()
-    assert item.batch_id == batch.batch_id
-    assert item.attempts == 1
-    last_error = state.db.execute("SELECT last_error FROM outbox").fetchone()[0]
-    assert "503" in last_error
+    enqueue(state, other)
+    s = drain(sender(state, sink, log, attempts=3))
+    assert route.call_count == 3  # the server is down: the other batch is not tried in vain
+    assert s.down
+    first, second = state.outbox.pending()
+    assert (first.batch_id, first.attempts) == (batch.batch_id, 3)
+    assert "503" in first.last_error and URL in first.last_error
+    assert second.batch_id == other.batch_id
 
 
 @respx.mock
 @pytest.mark.parametrize("headers", [{}, {"Retry-After": "3600"}])
 def test_daemon_retries_until_stopped(state: State, sink: HttpSink, log: Log, headers: dict[str, str]) -> None:
     route = respx.post(URL).mock(return_value=httpx.Response(503, headers=headers))
-    stop = threading.Event()
-    d = delivery(state, sink, log, stop=stop, max_attempts=None)
     batch = make_batch({"conv-a": 2})
     enqueue(state, batch)
-    timer = threading.Timer(0.3, stop.set)
+    s = sender(state, sink, log, once=False)
+    s.start()
+    wait_for(lambda: route.call_count >= 1)
     started = time.monotonic()
-    timer.start()
-    try:
-        with pytest.raises(Stopped):
-            d.drain(wait=True)
-    finally:
-        timer.cancel()
-        timer.join()
-    assert time.monotonic() - started < 10  # the stop interrupted the wait (Retry-After alone is 300 s)
-    assert route.call_count >= 1
-    assert [p.batch_id for p in state.pending()] == [batch.batch_id]
+    s.stop(timeout=10)
+    assert time.monotonic() - started < 5  # the stop interrupted the wait (Retry-After alone is 300 s)
+    assert [p.batch_id for p in state.outbox.pending()] == [batch.batch_id]
 
 
 @respx.mock
-def test_cursor_moves_with_the_enqueue_even_when_the_send_fails(
-    tmp_path: Path, state: State, sink: HttpSink, log: Log
+def test_one_batch_that_keeps_failing_is_parked_and_holds_up_no_other(
+    state: State, sink: HttpSink, log: Log
 ) -> None:
-    route = respx.post(URL).mock(side_effect=httpx.ConnectError("connection refused"))
-    d = delivery(state, sink, log, max_attempts=None)
-    batch = make_batch({"conv-a": 2}, Advance([cursor("/x/a.jsonl", 4242)], [("conv-a", "m0", "d" * 32)]))
-    d.submit(batch)  # the outbox is not full: one try, no waiting
-    assert route.call_count == 1
-    assert d.stop.waits == []
-    # durable: another connection sees the cursor and the batch together
-    other = State(tmp_path / "state.db")
+    """A batch the server always answers 500 is retried on its own schedule, then parked; the
+    batches behind it go out meanwhile."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        if any(c["id"] == "conv-poison" for c in sent(request)["conversations"]):
+            return httpx.Response(500, json={"detail": "Internal Server Error"})
+        return httpx.Response(200, json=OK)
+
+    route = respx.post(URL).mock(side_effect=answer)
+    poison = make_batch({"conv-poison": 1})
+    enqueue(state, poison)
+    others = [make_batch({f"conv-{i}": 2}) for i in range(5)]
+    for batch in others:
+        enqueue(state, batch)
+    s = sender(state, sink, log, once=False, park_after=3)
+    s.start()
     try:
-        assert other.cursors()["/x/a.jsonl"].offset == 4242
-        assert other.acked_digests("conv-a") == {"m0": "d" * 32}
-        [item] = other.pending()
-        assert item.batch_id == batch.batch_id and item.messages == 2 and item.attempts == 1
+        wait_for(lambda: len(state.outbox.pending()) == 1 and state.outbox.pending()[0].parked)
     finally:
-        other.close()
-    assert "outbox.pending" in log.names()
-    # the outage ends: the same batch id goes out, the cursor stays where it is
+        s.stop()
+    [left] = state.outbox.pending()
+    assert left.batch_id == poison.batch_id and left.strikes == 3 and "500" in left.last_error
+    delivered = {c.request.headers["Idempotency-Key"] for c in route.calls if c.response.status_code == 200}
+    assert delivered == {b.batch_id for b in others}
+    assert "batch.parked" in log.names()
+    poison_calls = [c for c in route.calls if c.request.headers["Idempotency-Key"] == poison.batch_id]
+    assert len(poison_calls) == 3  # parked: tried again in an hour, not now
+
+
+@respx.mock
+@pytest.mark.parametrize("answer", [
+    httpx.Response(200, text="<html><body>Sign in to the Wi-Fi</body></html>", headers={"Content-Type": "text/html"}),
+    httpx.Response(200, json={}),
+    httpx.Response(200, json={"success": False, "detail": "not stored"}),
+    httpx.Response(204),
+    httpx.Response(200, json=[1, 2]),
+], ids=["captive-portal", "empty-object", "success-false", "no-content", "array"])
+def test_a_2xx_without_the_contract_answer_is_no_ack(
+    state: State, sink: HttpSink, log: Log, answer: httpx.Response
+) -> None:
+    route = respx.post(URL).mock(return_value=answer)
+    batch = make_batch({"conv-a": 2}, Advance([cursor("/x/a.jsonl", 7)]))
+    enqueue(state, batch)
+    s = drain(sender(state, sink, log, attempts=2))
+    assert route.call_count == 2
+    [item] = state.outbox.pending()  # kept: nothing was stored as far as anyone knows
+    assert item.batch_id == batch.batch_id
+    assert URL in item.last_error and "contract" in item.last_error
+    assert s.totals.messages == 0
     route.mock(return_value=httpx.Response(200, json=OK))
-    d.drain(wait=True)
-    assert route.calls.last.request.headers["Idempotency-Key"] == batch.batch_id
-    assert state.pending() == []
-    assert state.cursors()["/x/a.jsonl"].offset == 4242
+    drain(sender(state, sink, log))
+    assert state.outbox.pending() == []
+
+
+@respx.mock
+def test_the_reader_never_waits_on_a_server_that_is_down(tmp_path: Path, state: State, sink: HttpSink,
+                                                         log: Log) -> None:
+    route = respx.post(URL).mock(side_effect=httpx.ConnectError("connection refused"))
+    s = sender(state, sink, log, once=False)
+    s.start()
+    stopping = threading.Event()
+    committer = OutboxCommitter(state, s, {"name": "test"}, 64 * 1024 * 1024, stopping, log)
+    try:
+        started = time.monotonic()
+        for i in range(20):
+            committer.commit(make_batch({f"conv-{i}": 2}, Advance([cursor(f"/x/{i}.jsonl", 10 + i)])))
+        assert time.monotonic() - started < 5  # twenty commits, no retry waited for
+        wait_for(lambda: route.call_count >= 1)
+        other = State(tmp_path / "state.db")
+        try:  # durable: another connection sees the cursors and the batches together
+            assert other.cursors()["/x/19.jsonl"].offset == 29
+            assert len(other.outbox.pending()) == 20
+        finally:
+            other.close()
+        route.mock(return_value=httpx.Response(200, json=OK))  # the outage ends
+        s.pause_until = 0
+        s.wake.set()
+        wait_for(lambda: state.outbox.pending() == [], timeout=30)
+    finally:
+        s.stop()
+    assert state.cursors()["/x/19.jsonl"].offset == 29
 
 
 def test_enqueue_and_cursor_are_one_transaction(state: State) -> None:
@@ -472,13 +522,19 @@ def test_enqueue_and_cursor_are_one_transaction(state: State) -> None:
     with pytest.raises(Exception, match="UNIQUE"):
         enqueue(state, clash)
     assert state.cursors()["/x/a.jsonl"].offset == 10  # rolled back with the failed insert
-    assert len(state.pending()) == 1
+    assert len(state.outbox.pending()) == 1
 
 
 @respx.mock
-def test_full_outbox_waits_for_the_server(state: State, sink: HttpSink, log: Log) -> None:
+def test_full_outbox_pauses_reading_until_the_server_takes_it(state: State, sink: HttpSink, log: Log) -> None:
     route = respx.post(URL).mock(side_effect=[httpx.Response(503), httpx.Response(503), httpx.Response(200, json=OK)])
-    d = delivery(state, sink, log, max_attempts=None, max_outbox_bytes=1)
-    d.submit(make_batch({"conv-a": 2}))  # full: submit retries until delivered before reading on
-    assert route.call_count == 3
-    assert state.pending() == []
+    s = sender(state, sink, log, once=False)
+    s.start()
+    try:
+        committer = OutboxCommitter(state, s, {"name": "test"}, 1, threading.Event(), log)
+        committer.commit(make_batch({"conv-a": 2}))  # full: returns once the sender has drained it
+        assert route.call_count == 3
+        assert state.outbox.pending() == []
+    finally:
+        s.stop()
+    assert "outbox.full" in log.names() and "outbox.resumed" in log.names()

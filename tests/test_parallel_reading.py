@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sqlite3
@@ -53,12 +54,10 @@ def test_processes_read_the_same_messages_and_cursors(tmp_path, monkeypatch):
         serial[2].bytes_read, serial[2].records, serial[2].files_read)
 
 
-_DIED = {"marker": None}
-
-
-def _dies_once(request):
-    """In a worker process: the first call kills the process (as the OOM killer would)."""
-    marker = _DIED["marker"]
+def _dies_once(marker: Path, request):
+    """In a worker process: the first call kills the process (as the OOM killer would). The
+    marker travels with the call (a partial pickles its arguments): children start from a clean
+    forkserver, not as copies of this process."""
     if not marker.exists():
         marker.touch()
         os._exit(1)
@@ -73,8 +72,7 @@ def test_a_killed_child_does_not_lose_the_chunk_it_held(tmp_path, monkeypatch):
     projects = tmp_path / "projects"
     manifest = generate(projects, 600_000, seed=5, turns=(5, 10))
     monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setitem(_DIED, "marker", tmp_path / "died")
-    monkeypatch.setattr(parallel, "_read_encoded", _dies_once)
+    monkeypatch.setattr(parallel, "_read_encoded", functools.partial(_dies_once, tmp_path / "died"))
     bodies, _, _ = _read(projects, processes=2)
     assert (tmp_path / "died").exists()
     assert len(bodies) == manifest.messages

@@ -1,13 +1,13 @@
-"""Where batches go: the contract's HTTP endpoint, the local archive, or memory (tests, --dry-run).
+"""Where batches go over the network, and a stand-in for tests.
 
-Two shapes. A *store* sink (``store(batch) -> UpsertCounts``) commits synchronously and durably,
-so the worker moves its cursors right after it and needs no outbox. A *remote* sink
-(``post(batch_id, body) -> UpsertCounts``) may fail in the ways ``sinks.http.classify`` names, so
-batches wait in the outbox until it answers 200.
+A sink knows nothing of a worker's state: ``HttpSink.post(batch_id, body)`` sends bytes and says
+what came back (``sinks.http.classify``); the sender (``sync_workers.sender``) decides what that
+means for the outbox. The local archive is not a sink but a committer (``sync_workers.commit``):
+it stores a batch in the transaction that moves the cursors. ``MemorySink`` collects batch bodies
+for tests.
 """
 
-from sync_workers.sinks.archive import ArchiveSink
 from sync_workers.sinks.http import HttpSink
 from sync_workers.sinks.memory import MemorySink
 
-__all__ = ["ArchiveSink", "HttpSink", "MemorySink"]
+__all__ = ["HttpSink", "MemorySink"]

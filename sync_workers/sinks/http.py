@@ -116,16 +116,21 @@ class HttpSink:
         try:
             response = self.client.post(self.url, content=gzipped_body, headers={"Idempotency-Key": batch_id})
         except self.transport_error as exc:  # connect errors, timeouts, broken connections
-            raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+            raise Retryable(f"{type(exc).__name__} posting to {self.url}: {exc}", unavailable=True) from exc
         outcome = classify(response.status_code)
         if outcome is Outcome.ACK:
-            return _counts(response)
-        reason = _reason(response)
-        if self.token:
-            reason = reason.replace(self.token, "<token>")  # a server that echoes it must not get it logged
+            counts = _counts(response)
+            if counts is None:
+                got = self._redact(_snippet(response))
+                raise Retryable(f"{self.url} answered HTTP {response.status_code} without the contract's response"
+                                f" (a wrong server.base_url, a proxy or a captive portal?): {got}")
+            return counts
+        reason = self._redact(_reason(response))
         if outcome is Outcome.RETRY:
             raise Retryable(
-                f"HTTP {response.status_code}: {reason}", retry_after_seconds(response.headers.get("Retry-After"))
+                f"HTTP {response.status_code} from {self.url}: {reason}",
+                retry_after_seconds(response.headers.get("Retry-After")),
+                unavailable=response.status_code in (429, 502, 503, 504),
             )
         if outcome is Outcome.DEAD_LETTER:
             raise Rejected(response.status_code, reason)
@@ -137,6 +142,10 @@ class HttpSink:
                 " SYNC_WORKER_TOKEN or security.worker_token(_file) and restart; nothing was dropped"
             )
         raise Fatal(f"the server answered HTTP {response.status_code} for {self.url}: {reason}")
+
+    def _redact(self, text: str) -> str:
+        """A server that echoes the token must not get it logged or stored in the outbox."""
+        return text.replace(self.token, "<token>") if self.token else text
 
     def close(self) -> None:
         self.client.close()
@@ -155,16 +164,25 @@ def _reason(response: Any) -> str:
     return text
 
 
-def _counts(response: Any) -> UpsertCounts:
+def _snippet(response: Any) -> str:
+    kind = response.headers.get("Content-Type", "no Content-Type")
+    text = " ".join(response.text[:200].split())
+    return f"{kind}, {len(response.content)} bytes: {text!r}" if text else f"{kind}, empty body"
+
+
+def _counts(response: Any) -> UpsertCounts | None:
+    """The receiver's counts, or None when the body is not the contract's response: an object
+    with ``success: true``. Only that is an acknowledgement (CONTRACT.md, Response)."""
     try:
-        body = response.json()
-    except ValueError:
-        body = {}
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict) or body.get("success") is not True:
+        return None
     counts = UpsertCounts()
-    if isinstance(body, dict):
-        for name in ("inserted_conversations", "updated_conversations", "inserted_messages",
-                     "duplicate_messages"):
-            value = body.get(name)
-            if isinstance(value, int):
-                setattr(counts, name, value)
+    for name in ("inserted_conversations", "updated_conversations", "inserted_messages",
+                 "duplicate_messages"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            setattr(counts, name, value)
     return counts

@@ -1,4 +1,8 @@
-"""A sink that keeps batches in memory: for tests, ``--dry-run`` and ``sync-workers parse``."""
+"""A sink that keeps batch bodies in memory, for tests: ``FileWorker(..., sink=MemorySink())``.
+
+The worker commits each batch through it and then moves its cursors (``commit.CallbackCommitter``),
+so a test sees exactly what a receiver would have been sent, with the state moving as it would.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +10,19 @@ from collections.abc import Callable
 
 import orjson
 
-from sync_workers.batching import Batch
-from sync_workers.state import State
-from sync_workers.store import UpsertCounts
-
 __all__ = ["MemorySink"]
 
 
 class MemorySink:
-    kind = "store"
     description = "memory"
 
     def __init__(self, on_batch: Callable[[dict], None] | None = None) -> None:
         self.batches: list[dict] = []
         self.on_batch = on_batch
 
-    def store_batch(self, batch: Batch, state: State) -> UpsertCounts:
-        body = orjson.loads(batch.body())
+    def receive(self, body: bytes) -> None:
+        batch = orjson.loads(body)
         if self.on_batch is not None:
-            self.on_batch(body)
+            self.on_batch(batch)
         else:
-            self.batches.append(body)
-        state.commit(batch.advance)
-        return UpsertCounts(
-            inserted_conversations=len(batch.conversations), inserted_messages=batch.messages
-        )
-
-    def close(self) -> None:
-        pass
+            self.batches.append(batch)

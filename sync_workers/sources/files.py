@@ -30,7 +30,7 @@ from parsers.errors import ParseError, ParseIssue
 from parsers.schema import Conversation, encode
 from sync_workers.sources.append import HEAD_BYTES, AppendRead, identity
 from sync_workers.sources.parallel import read_appends
-from sync_workers.state import Advance, FileCursor
+from sync_workers.state import Advance, FileCursor, FileFailure
 
 __all__ = ["Delta", "FileSource", "ScanContext", "ScanStats", "TrackedFile", "scan", "unchanged", "unsent"]
 
@@ -62,6 +62,8 @@ class ScanStats:
     issues: list[ParseIssue] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
     """Files that end in a line still being written: read up to it, the rest on a later check."""
+    failures: list[FileFailure] = field(default_factory=list)
+    """Files whose reading raised: what they gave before is kept, they are tried again next check."""
 
 
 @dataclass(slots=True)
@@ -78,6 +80,14 @@ class ScanContext:
     owners: Callable[[list[str]], dict[str, str]] | None = None
     """The conversation each message id was first seen in (``State.owners``), for sources whose
     files copy messages from one another; None when no id has one yet."""
+    quarantined: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    """Files that failed several checks in a row, with the (size, mtime) they failed at: skipped
+    until they change (``State.quarantined``)."""
+
+    def skips(self, path: str, st: os.stat_result) -> bool:
+        """A quarantined file that has not changed since it last failed."""
+        failed = self.quarantined.get(path)
+        return failed is not None and failed == (st.st_size, st.st_mtime_ns)
 
 
 class FileSource:
@@ -135,7 +145,7 @@ def scan(
         except OSError:
             continue  # vanished between discovery and now
         cursor = cursors.get(path)
-        if unchanged(cursor, st):
+        if unchanged(cursor, st) or context.skips(path, st):
             continue
         try:
             if tracked.kind == "append":
@@ -147,6 +157,8 @@ def scan(
                 yield from _read_document(source, tracked, st, cursor, acked, stats)
         except OSError as exc:
             stats.issues.append(ParseIssue(path, None, f"unreadable: {exc.strerror or exc}"))
+        except Exception as exc:  # a parser's bug on this file: the file's problem, not the check's
+            stats.failures.append(FileFailure.of(path, exc, st))
     for conversations, advance in read_appends(appends, stats, context.processes):
         yield Delta(conversations, advance)
 

@@ -24,7 +24,7 @@ from parsers.errors import ParseIssue
 from parsers.schema import Conversation
 from sync_workers.batching import encode_message
 from sync_workers.sources.append import AppendRead, ChunkRead, ReadRequest, read_chunk
-from sync_workers.state import Advance
+from sync_workers.state import Advance, FileFailure
 from sync_workers.store import MessageRecord
 
 if TYPE_CHECKING:
@@ -61,6 +61,9 @@ def read_appends(
             except OSError as exc:
                 _unreadable(stats, read, exc)
                 break
+            except Exception as exc:  # a parser's bug on this file: what it gave before is kept
+                stats.failures.append(FileFailure.of(read.path, exc))
+                break
             yield from _take(read, chunk, stats)
         else:
             yield from _closing(read)
@@ -72,8 +75,12 @@ def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterat
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    # fork is cheap and the children need nothing re-imported; it is unsafe on macOS.
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    # Not fork: this process runs threads (the checkpointer, the file watcher, the sender, other
+    # workers), and a child forked amid them can inherit a lock held mid-operation. forkserver
+    # forks children from a clean single-threaded server process started once; spawn elsewhere.
+    context = multiprocessing.get_context("forkserver" if sys.platform == "linux" else "spawn")
+    if sys.platform == "linux":
+        context.set_forkserver_preload([__name__])  # the parsers, imported once in the server
     waiting = deque(reads)
     running: dict[Future[ChunkRead], tuple[AppendRead, ReadRequest]] = {}
     pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_child, initargs=(os.getpid(),))
@@ -94,7 +101,12 @@ def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterat
                 if request is None:
                     yield from _closing(read)
                 elif broken:
-                    yield from _take(read, _unpack(_read_encoded(request)), stats)
+                    try:
+                        chunk = _unpack(_read_encoded(request))
+                    except Exception as exc:
+                        stats.failures.append(FileFailure.of(read.path, exc))
+                        continue
+                    yield from _take(read, chunk, stats)
                     waiting.appendleft(read)
                 else:
                     running[pool.submit(_read_encoded, request)] = (read, request)
@@ -113,7 +125,14 @@ def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterat
                     continue
                 except BrokenProcessPool:  # a child was killed (out of memory?): go on in this process
                     broken = True
-                    chunk = _unpack(_read_encoded(request))
+                    try:
+                        chunk = _unpack(_read_encoded(request))
+                    except Exception as exc:
+                        stats.failures.append(FileFailure.of(read.path, exc))
+                        continue
+                except Exception as exc:  # a parser's bug on this file, raised in the child
+                    stats.failures.append(FileFailure.of(read.path, exc))
+                    continue
                 yield from _take(read, chunk, stats)
                 waiting.appendleft(read)  # its next chunk, or its closing, before other files
     finally:
@@ -125,18 +144,23 @@ def _child(parent: int) -> None:
 
     Ctrl-C reaches the whole process group: the parent decides, stops reading and shuts the
     pool down (a child that died of it would only be read again in the parent). SIGTERM stays:
-    the pool uses it to end a broken child. And a forked child holds both ends of the pool's
-    pipes, so it would wait for work forever once its parent is killed (SIGKILL, OOM): it
-    watches for that and leaves.
+    the pool uses it to end a broken child. And a child must not outlive its parent killed by
+    SIGKILL or the OOM killer: it watches the parent's PID (its own parent is the forkserver)
+    and leaves.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_leave_with, args=(parent,), daemon=True, name="leave-with-parent").start()
 
 
 def _leave_with(parent: int) -> None:
-    while os.getppid() == parent:
+    while True:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass  # alive, if another user's (the PID was reused): the pool's pipes end us then
         time.sleep(0.5)
-    os._exit(0)
 
 
 def _read_encoded(request: ReadRequest) -> ChunkRead:

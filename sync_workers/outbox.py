@@ -1,0 +1,183 @@
+"""The outbox: batches made durable with the state they stand for, waiting for the sender.
+
+A batch enters in the reader's transaction (with the cursors it advances, ``State.apply``) and
+leaves only on the contract's acknowledgement, as a dead letter (400/422), or as its halves
+(413). Each batch keeps its own schedule (``next_attempt_at``): batches are independent (the
+receiver upserts by key), so one that keeps failing waits on its own backoff while the others
+go, and past a bound it is *parked* (kept, tried rarely, shown by ``status``), never dropped.
+
+The reader and the sender each hold their own connection to the same file (SQLite WAL lets
+them work at once); every method that changes several rows does it in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from sync_workers.store import connect, transaction
+
+__all__ = ["Outbox", "OutboxItem", "OutboxStats"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS {outbox} (
+    seq INTEGER PRIMARY KEY,
+    batch_id TEXT NOT NULL UNIQUE,
+    body BLOB NOT NULL,
+    conversations INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    raw_bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    strikes INTEGER NOT NULL DEFAULT 0,
+    parked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS {dead_letters} (
+    batch_id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    status INTEGER,
+    reason TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+# Columns added after the first version: an older state file gets them on open.
+_ADDED = {"next_attempt_at": "REAL NOT NULL DEFAULT 0", "strikes": "INTEGER NOT NULL DEFAULT 0",
+          "parked": "INTEGER NOT NULL DEFAULT 0"}
+_ITEM = "seq, batch_id, body, conversations, messages, raw_bytes, attempts, strikes, parked, last_error"
+
+
+@dataclass(slots=True)
+class OutboxItem:
+    seq: int
+    batch_id: str
+    body: bytes
+    conversations: int
+    messages: int
+    raw_bytes: int
+    attempts: int = 0
+    strikes: int = 0
+    parked: int = 0
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class OutboxStats:
+    batches: int = 0
+    bytes: int = 0
+    messages: int = 0
+    parked: int = 0
+    dead_letters: int = 0
+
+
+class Outbox:
+    """The outbox and dead-letter tables of one worker, on a connection of its caller's."""
+
+    def __init__(self, db: sqlite3.Connection, namespace: str = "") -> None:
+        self.db = db
+        self.names = {"outbox": f"{namespace}outbox", "dead_letters": f"{namespace}dead_letters"}
+        db.executescript(SCHEMA.format(**self.names))
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({self.names['outbox']})")}
+        for name, kind in _ADDED.items():
+            if name not in columns:
+                db.execute(f"ALTER TABLE {self.names['outbox']} ADD COLUMN {name} {kind}")
+
+    @classmethod
+    def open(cls, path: str | Path, namespace: str = "") -> Outbox:
+        """An outbox on a connection of its own (the sender's thread)."""
+        return cls(connect(path), namespace)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _q(self, sql: str) -> str:
+        return sql.format_map(self.names)
+
+    def add(self, db: sqlite3.Connection, batch_id: str, body: bytes, conversations: int, messages: int,
+            raw_bytes: int) -> None:
+        """Insert a batch inside the caller's transaction ``db`` (the one that moves its cursors)."""
+        db.execute(
+            self._q("INSERT INTO {outbox} (batch_id, body, conversations, messages, raw_bytes, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"),
+            (batch_id, body, conversations, messages, raw_bytes, time.time()),
+        )
+
+    def due(self, now: float) -> OutboxItem | None:
+        """The batch to try next: due, earliest schedule first, then oldest. One body in memory."""
+        row = self.db.execute(
+            self._q(f"SELECT {_ITEM} FROM {{outbox}} WHERE next_attempt_at <= ? ORDER BY next_attempt_at, seq"
+                    " LIMIT 1"), (now,)).fetchone()
+        return OutboxItem(*row) if row else None
+
+    def first_except(self, excluded: list[str]) -> OutboxItem | None:
+        """The oldest batch whose id is not in ``excluded``: a one-shot run tries each a few times."""
+        row = self.db.execute(
+            self._q(f"SELECT {_ITEM} FROM {{outbox}} WHERE batch_id NOT IN (SELECT value FROM json_each(?))"
+                    " ORDER BY seq LIMIT 1"), (orjson.dumps(excluded).decode(),)).fetchone()
+        return OutboxItem(*row) if row else None
+
+    def next_due(self) -> float | None:
+        """When the earliest batch is due, or None when the outbox is empty."""
+        return self.db.execute(self._q("SELECT min(next_attempt_at) FROM {outbox}")).fetchone()[0]
+
+    def delivered(self, batch_id: str) -> None:
+        self.db.execute(self._q("DELETE FROM {outbox} WHERE batch_id = ?"), (batch_id,))
+
+    def failed(self, batch_id: str, error: str, next_at: float, *, strike: bool, park_after: int,
+               parked_retry: float) -> bool:
+        """Record a failed attempt; a ``strike`` counts toward parking. True when it is parked now."""
+        with transaction(self.db) as db:
+            db.execute(self._q("UPDATE {outbox} SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                               " strikes = strikes + ? WHERE batch_id = ?"), (error, next_at, int(strike), batch_id))
+            row = db.execute(self._q("SELECT strikes, parked FROM {outbox} WHERE batch_id = ?"),
+                             (batch_id,)).fetchone()
+            if row is None or row[0] < park_after:
+                return False
+            db.execute(self._q("UPDATE {outbox} SET parked = 1, next_attempt_at = max(next_attempt_at, ?)"
+                               " WHERE batch_id = ?"), (time.time() + parked_retry, batch_id))
+            return not row[1]
+
+    def replace(self, batch_id: str, parts: list[tuple[str, bytes, int, int, int]]) -> None:
+        """A batch the server found too large becomes its parts (id, body, conversations,
+        messages, raw bytes), in one transaction: never both, never neither."""
+        with transaction(self.db) as db:
+            db.execute(self._q("DELETE FROM {outbox} WHERE batch_id = ?"), (batch_id,))
+            for part in parts:
+                self.add(db, *part)
+
+    def dead_letter(self, batch_id: str, body: bytes, status: int | None, reason: str) -> None:
+        """Move a batch the server refused as invalid to the dead letters, for a person to look at."""
+        with transaction(self.db) as db:
+            db.execute(self._q("INSERT OR REPLACE INTO {dead_letters} VALUES (?, ?, ?, ?, ?)"),
+                       (batch_id, body, status, reason, time.time()))
+            db.execute(self._q("DELETE FROM {outbox} WHERE batch_id = ?"), (batch_id,))
+
+    def unpark(self, now: float) -> int:
+        """The server took a batch again: parked batches are tried now, not in an hour."""
+        cursor = self.db.execute(self._q("UPDATE {outbox} SET parked = 0, strikes = 0, next_attempt_at = ?"
+                                         " WHERE parked = 1"), (now,))
+        return cursor.rowcount
+
+    def pending(self) -> list[OutboxItem]:
+        rows = self.db.execute(self._q(f"SELECT {_ITEM} FROM {{outbox}} ORDER BY seq"))
+        return [OutboxItem(*row) for row in rows.fetchall()]
+
+    def size(self) -> int:
+        """Bytes waiting (compressed bodies): what ``worker.max_outbox_bytes`` bounds."""
+        return self.db.execute(self._q("SELECT coalesce(sum(length(body)), 0) FROM {outbox}")).fetchone()[0]
+
+    def stats(self) -> OutboxStats:
+        batches, size, messages, parked = self.db.execute(self._q(
+            "SELECT count(*), coalesce(sum(length(body)), 0), coalesce(sum(messages), 0),"
+            " coalesce(sum(parked), 0) FROM {outbox}")).fetchone()
+        dead = self.db.execute(self._q("SELECT count(*) FROM {dead_letters}")).fetchone()[0]
+        return OutboxStats(batches, size, messages, parked, dead)
+
+    def dead_letters(self) -> list[tuple[str, int | None, str]]:
+        sql = self._q("SELECT batch_id, status, reason FROM {dead_letters} ORDER BY created_at")
+        return self.db.execute(sql).fetchall()
