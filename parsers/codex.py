@@ -43,6 +43,7 @@ import orjson
 from parsers.base import Chunk, Parsed, complete_lines, decode_line
 from parsers.codex_items import ItemConverter, raw_metadata
 from parsers.errors import ParseError, ParseIssue
+from parsers.nesting import bounded_below, too_deep_raw
 from parsers.schema import Block, Conversation, Message, normalize_timestamp, text_block
 
 __all__ = ["conversation_id_from_path", "parse_chunk", "parse_document"]
@@ -89,7 +90,13 @@ def parse_chunk(chunk: Chunk) -> Parsed:
         if not isinstance(record, dict):
             issues.append(ParseIssue(chunk.path, state["line"], "not a JSON object"))
             continue
-        run.line(record, offset)
+        if too_deep_raw(raw):  # payload fields (record.payload.<field>) past MAX_DEPTH travel as JSON text
+            record = bounded_below(record, 2)
+        try:
+            run.line(record, offset)
+        except Exception as exc:  # last line of defence: this line is counted, the file goes on
+            reason = f"unexpected record shape: {type(exc).__name__}: {exc}"
+            issues.append(ParseIssue(chunk.path, state["line"], reason))
     conversations = [run.conversation()] if run.touched else []
     return Parsed(conversations, consumed, state, issues, records=len(lines))
 
@@ -100,6 +107,8 @@ def parse_document(data: bytes, path: str, hints: dict[str, Any]) -> Parsed:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ParseError(path, f"invalid JSON: {exc}") from exc
+    if too_deep_raw(data):  # item fields (document.items[i].<field>) past MAX_DEPTH travel as JSON text
+        document = bounded_below(document, 3)
     if not isinstance(document, dict) or not isinstance(document.get("items"), list):
         raise ParseError(path, "not a Codex rollout document: no items list")
     state = orjson.loads(orjson.dumps(_EMPTY_STATE))
@@ -110,7 +119,7 @@ def parse_document(data: bytes, path: str, hints: dict[str, Any]) -> Parsed:
     state["conv"] = session_id if own_id else conversation_id_from_path(path)
     state["info"]["format"] = "legacy_json"
     run.touched = True
-    started = normalize_timestamp(session.get("timestamp"))
+    started = _timestamp(session.get("timestamp"))
     state["updated"] = started  # the document's only timestamp; items carry none
     run.session_meta(session, started, None, f"{state['conv']}:session")
     issues: list[ParseIssue] = []
@@ -122,11 +131,22 @@ def parse_document(data: bytes, path: str, hints: dict[str, Any]) -> Parsed:
         own = item.get("id")
         mid = own if isinstance(own, str) and own and own not in seen else f"{state['conv']}:{index}"
         seen.add(mid)
-        run.response_item(item, None, mid, False)
+        try:
+            run.response_item(item, None, mid, False)
+        except Exception as exc:  # last line of defence: this item, not the document
+            issues.append(ParseIssue(path, None, f"item {index}: unexpected shape: {type(exc).__name__}: {exc}"))
     rest = {k: v for k, v in document.items() if k not in ("session", "items")}
     if rest:
         state["info"]["document"] = rest
     return Parsed([run.conversation()], len(data), {}, issues, records=len(document["items"]))
+
+
+def _timestamp(value: Any) -> str | None:
+    """``normalize_timestamp``, with a time that has no UTC equivalent (year 1 at +14:00) as None."""
+    try:
+        return normalize_timestamp(value)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _ms(timestamp: str | None) -> int | None:
@@ -187,7 +207,7 @@ class _Run(ItemConverter):
             s["info"].setdefault("format", "jsonl_pre_envelope")
         else:
             kind, payload = "unknown", record
-        timestamp = normalize_timestamp(record.get("timestamp"))
+        timestamp = _timestamp(record.get("timestamp"))
         ms = _ms(timestamp)
         replayed = self.replayed(kind, payload, ms, offset)
         if s["conv"] is None:  # a copied parent header is not this file's identity
@@ -292,7 +312,7 @@ class _Run(ItemConverter):
         s["meta"] = True
         if isinstance(sid, str) and sid != s["conv"]:
             info["session_meta_id"] = sid
-        started = normalize_timestamp(payload.get("timestamp"))
+        started = _timestamp(payload.get("timestamp"))
         s["created"] = started or timestamp or s["created"]
         if isinstance(payload.get("cwd"), str):
             s["cwd"] = payload["cwd"]

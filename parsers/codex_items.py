@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from parsers.nesting import MAX_DEPTH, bounded_below, json_text
 from parsers.schema import (
     Block,
     attachment_block,
@@ -118,7 +119,7 @@ def content_blocks(content: Any) -> tuple[list[Block], list[Any]]:
     if not isinstance(content, list):
         return blocks, [content] if content is not None else []
     for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
+        kind = _kind(part)
         if kind in _TEXT_TYPES and isinstance(part.get("text"), str):
             blocks.append(text_block(part["text"]))
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
@@ -131,6 +132,12 @@ def content_blocks(content: Any) -> tuple[list[Block], list[Any]]:
         else:
             unknown.append(part)
     return blocks, unknown
+
+
+def _kind(part: Any) -> str | None:
+    """A part's ``type`` when it is a string (it is looked up in sets: a list would not hash)."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def reasoning_texts(payload: dict[str, Any]) -> list[str]:
@@ -157,7 +164,7 @@ def call_block(payload: dict[str, Any]) -> tuple[Block, dict[str, Any]]:
         value = payload["arguments"]
         if isinstance(value, str):
             try:
-                value = orjson.loads(value)
+                value = _bounded_json(value)
             except orjson.JSONDecodeError:
                 meta["arguments_not_json"] = True
     elif "input" in payload:
@@ -197,7 +204,7 @@ def flatten_output(output: Any) -> tuple[str, bool, dict[str, Any], list[Block]]
         extra: list[Block] = []
         unknown: list[Any] = []
         for item in output:
-            kind = item.get("type") if isinstance(item, dict) else None
+            kind = _kind(item)
             if kind in _TEXT_TYPES and isinstance(item.get("text"), str):
                 texts.append(item["text"])
             elif kind in _IMAGE_TYPES:
@@ -220,8 +227,8 @@ def flatten_output(output: Any) -> tuple[str, bool, dict[str, Any], list[Block]]
             if rest:
                 meta["output_fields"] = rest
             return text, is_error, meta, extra
-        return orjson.dumps(output).decode(), False, {"output_shape": "object"}, []
-    return orjson.dumps(output).decode(), False, {"output_shape": type(output).__name__}, []
+        return json_text(output), False, {"output_shape": "object"}, []
+    return json_text(output), False, {"output_shape": type(output).__name__}, []
 
 
 def _unwrap_shell_json(output: str) -> tuple[str, bool, dict[str, Any], list[Block]]:
@@ -229,7 +236,7 @@ def _unwrap_shell_json(output: str) -> tuple[str, bool, dict[str, Any], list[Blo
     if not output.startswith("{") or '"output"' not in output[:16]:
         return output, False, {}, []
     try:
-        value = orjson.loads(output)
+        value = _bounded_json(output)
     except orjson.JSONDecodeError:
         return output, False, {}, []
     if not isinstance(value, dict) or not isinstance(value.get("output"), str) or set(value) - _WRAPPER_KEYS:
@@ -242,6 +249,15 @@ def _unwrap_shell_json(output: str) -> tuple[str, bool, dict[str, Any], list[Blo
         exit_code = info.get("exit_code")
         is_error = isinstance(exit_code, int) and exit_code != 0
     return value["output"], is_error, meta, []
+
+
+def _bounded_json(text: str) -> Any:
+    """JSON held in a string (tool arguments, a shell tool's wrapper), decoded; what nests past
+    ``MAX_DEPTH`` stays text (``parsers.nesting``). Raises ``orjson.JSONDecodeError``."""
+    value = orjson.loads(text)
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        value = bounded_below(value, 2)
+    return value
 
 
 def raw_metadata(payload: Any) -> Any:
