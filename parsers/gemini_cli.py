@@ -166,8 +166,8 @@ class _Replay:
         elif isinstance(message_id, str):
             self.message(message_id, record, line, f"message {message_id!r}")
         elif isinstance(updates, dict):
-            if not isinstance(updates.get("sessionId", ""), str):
-                self._skip(line, f"$set.sessionId is a {type(updates['sessionId']).__name__}, not a string")
+            if "sessionId" in updates and not _usable_id(updates["sessionId"]):
+                self._skip(line, f"$set.sessionId is {_what(updates['sessionId'])}, not a session id")
                 return
             if "messages" in updates and not isinstance(updates["messages"], list):
                 self._skip(line, f"$set.messages is a {type(updates['messages']).__name__}, not a list")
@@ -175,12 +175,12 @@ class _Replay:
             if isinstance(updates.get("messages"), list):
                 self.checkpoint(updates["messages"], line)
             self.meta.update((k, v) for k, v in updates.items() if k != "messages")
-        elif isinstance(record.get("sessionId"), str):
+        elif _usable_id(record.get("sessionId")):
             self._metadata(record, line)
         elif wrong := next((k for k in ("$rewindTo", "id", "$set", "sessionId") if k in record), None):
-            # Keys that say what the record is, with a type the CLI never writes: not a new kind of record.
-            self._skip(line, f"{wrong} is a {type(record[wrong]).__name__}, not a "
-                             f"{'object' if wrong == '$set' else 'string'}")
+            # Keys that say what the record is, with a type the CLI never writes (or an empty session id,
+            # which would leave the whole file without one): not a new kind of record.
+            self._skip(line, f"{wrong} is {_what(record[wrong])}, not a{'n object' if wrong == '$set' else ' string'}")
         else:
             self.unknown.append({"line": line, "record": {k: bounded(v) for k, v in record.items()}})
 
@@ -258,6 +258,14 @@ class _Undecodable:
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+def _usable_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _what(value: Any) -> str:
+    return "empty" if value == "" else f"a {type(value).__name__}"
 
 
 def _decode_or_reason(raw: bytes) -> Any:
