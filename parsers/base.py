@@ -21,7 +21,12 @@ import orjson
 from parsers.errors import ParseIssue
 from parsers.schema import Conversation
 
-__all__ = ["Chunk", "ChunkParser", "DocumentParser", "Parsed", "complete_lines", "decode_line"]
+__all__ = ["HELD_BACK", "Chunk", "ChunkParser", "DocumentParser", "Parsed", "complete_lines", "decode_line"]
+
+HELD_BACK = "incomplete last line (no newline yet)"
+"""How an issue starts when it is about a last line still being written, not a bad record: a whole-document
+parser reports it so, and the worker logs it at debug level (the line is read again on the file's next
+change). A chunk parser needs nothing: it leaves the fragment unconsumed (:func:`complete_lines`)."""
 
 
 @dataclass(slots=True)

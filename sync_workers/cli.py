@@ -7,6 +7,7 @@ Exit codes: 0 all delivered; 1 something is still pending or was refused; 2 bad 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -178,15 +179,23 @@ def _parse(name: str, paths: list[Path]) -> int:
         return 2
     source = source_class(name)({})
     files = list(source.discover_paths(paths))
-    worker = FileWorker(source, Config(), once=True, dry_run=_print_conversations, state_path=":memory:",
-                        files=files)
+
+    def print_batch(body: bytes) -> None:
+        """Print, until the reader of stdout has gone (``parse ... | head``): then stop reading, quietly."""
+        if worker.stopping.is_set():
+            return
+        try:
+            _print_conversations(body)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
+            worker.stopping.set()
+
+    worker = FileWorker(source, Config(), once=True, dry_run=print_batch, state_path=":memory:", files=files)
     worker.start()
     try:
-        report = worker.check()
+        worker.check()  # skipped lines are reported by the worker's own log (line.skipped), once
     finally:
         worker.stop()
-    for issue in report.stats.issues:
-        print(f"warning: skipped {issue}", file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from parsers.base import Chunk, ChunkParser
 from parsers.errors import ParseIssue
 from parsers.schema import Conversation
+from sync_workers.sources.issues import FileIssues
 from sync_workers.state import Advance, FileCursor
 
 __all__ = ["HEAD_BYTES", "AppendRead", "ChunkRead", "identity", "read_chunk", "read_lines"]
@@ -137,6 +138,7 @@ class AppendRead:
         self.want = chunk_bytes
         self.done = self.position >= self.size
         self.saved = False
+        self.issues = FileIssues(path)
 
     @property
     def pending(self) -> int:
@@ -158,18 +160,21 @@ class AppendRead:
         nothing mid-file is holding several lines together; that rare case is read again, twice
         as long."""
         stats.bytes_read += read.length
-        stats.records += read.records
-        stats.issues.extend(read.issues)
         if read.length == 0:  # the file shrank under us: the next check sees it changed
             self.done = True
+            self.issues.finish(stats)
             return None
         if read.consumed == 0 and not read.at_end:
             self.want *= 2  # the parser needs more than this chunk's lines to move on
-            return None
+            return None  # its records and issues are counted when it is read again
+        stats.records += read.records
+        self.issues.add(stats, read.issues, read.records, read.conversations)
         self.position += read.consumed
         self.state = read.state
         self.want = self.chunk_bytes
         self.done = read.at_end or read.consumed == 0
+        if self.done:
+            self.issues.finish(stats)
         if self.done and read.at_end and not read.ends_in_newline:
             stats.incomplete.append(self.path)  # the writer is in the middle of the last line
         moved = self.cursor()

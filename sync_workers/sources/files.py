@@ -29,6 +29,7 @@ from parsers.base import ChunkParser, DocumentParser
 from parsers.errors import ParseError, ParseIssue
 from parsers.schema import Conversation, encode
 from sync_workers.sources.append import HEAD_BYTES, AppendRead, identity
+from sync_workers.sources.issues import settle_document
 from sync_workers.sources.parallel import read_appends
 from sync_workers.state import Advance, FileCursor, FileFailure
 
@@ -192,7 +193,7 @@ def _read_document(
         yield Delta([], Advance([moved]))  # this version is unusable; a new one will be read
         return
     stats.records += parsed.records
-    stats.issues.extend(parsed.issues)
+    settle_document(stats, path, parsed)  # a line still being written is not a skipped record
     advance = Advance([moved])
     fresh = [c for c in parsed.conversations if unsent(c, acked, advance) is not None]
     yield Delta(fresh, advance)
