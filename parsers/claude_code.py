@@ -49,6 +49,7 @@ from parsers.claude_code_blocks import (
 from parsers.errors import ParseIssue
 from parsers.nesting import bounded, bounded_below, bounded_raw, too_deep_raw
 from parsers.schema import Conversation, Message, encode, normalize_timestamp, text_block
+from parsers.titles import prompt_title
 
 __all__ = ["parse_chunk", "subagent_conversation_id"]
 
@@ -62,7 +63,6 @@ _MESSAGE_EXTRA = ("stop_reason", "stop_sequence", "container", "context_manageme
 _TITLE_FIELDS = {"summary": ("summary", 1), "ai-title": ("aiTitle", 2), "custom-title": ("customTitle", 3)}
 _FINISHED = frozenset({"end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"})
 _SYNTHETIC = "<synthetic>"
-_TITLE_LENGTH = 120
 _RECENT = 32
 
 
@@ -450,10 +450,10 @@ class _Run:
         if hidden:
             message.visibility = "hidden"
         elif role == "user" and self.title_rank < 0 and texts and conversation.id == self.main_id:
-            first = text_of(texts[0]).strip()
-            if first and not first.startswith("<"):
+            title = prompt_title(text_of(texts[0]))
+            if title is not None:
                 self.title_rank = 0
-                conversation.title = first.splitlines()[0][:_TITLE_LENGTH]
+                conversation.title = title
         return message
 
     def assistant(self, line: _Line, conversation: Conversation, start: int) -> None:

@@ -25,6 +25,10 @@ What the caller may rely on:
   assistant message, because 0.3x files write ``token_count`` before the items it bills and later
   builds after them: attaching it would need look-ahead across chunks. Summed usage equals the
   last total, minus the fork replay; negative differences are clamped to 0 and noted.
+* Title: ``hints["title"]`` (the thread name from ``session_index.jsonl``), else the last
+  ``thread_name_updated``, else the first visible prompt the file's own turns hold (``parsers.titles``;
+  kept in the state, so every later delta carries it too). A state from a version that did not keep
+  it (no ``"prompt"`` key) never takes a later prompt for the first.
 * Forks/subagents (``forked_from_id``, ``source.subagent.thread_spawn``) copy the parent's
   history into the new file. That prefix is sent as ``replayed`` without usage, its totals kept
   as the baseline. Boundary: ``hints["replay_until"]`` (byte offset, from a source that matched
@@ -55,7 +59,7 @@ _TURN_UNSHOWN = frozenset({"user_instructions", "developer_instructions", "base_
 _EMPTY_STATE: dict[str, Any] = {
     "line": 0, "conv": None, "meta": False, "info": {}, "created": None, "updated": None, "updated_ms": None,
     "cwd": None, "branch": None, "model": None, "title": None, "parent": None, "relation": None,
-    "totals": None, "pending": {}, "last": None, "fork": None, "in_replay": False,
+    "totals": None, "pending": {}, "last": None, "fork": None, "in_replay": False, "prompt": None,
 }
 
 
@@ -395,11 +399,12 @@ class _Run(ItemConverter):
     def conversation(self) -> Conversation:
         s = self.s
         title = self.hints.get("title")
+        title = title if isinstance(title, str) and title else s["title"] or s.get("prompt")
         parent = s["parent"] or self.hints.get("parent_conversation_id")
         relation = s["relation"] or (self.hints.get("relation", "fork") if parent else None)
         project = {"path": s["cwd"], "git_branch": s["branch"]} if s["cwd"] or s["branch"] else None
         return Conversation(
-            id=s["conv"], messages=self.out, title=title if isinstance(title, str) else s["title"],
+            id=s["conv"], messages=self.out, title=title,
             created_at=s["created"], updated_at=s["updated"], model=s["model"], project=project,
             metadata=dict(s["info"]), parent_conversation_id=parent, relation=relation,
         )

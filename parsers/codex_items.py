@@ -38,6 +38,7 @@ from parsers.schema import (
     tool_call_block,
     tool_result_block,
 )
+from parsers.titles import prompt_title
 
 __all__ = [
     "ItemConverter",
@@ -274,7 +275,7 @@ def raw_metadata(payload: Any) -> Any:
 class ItemConverter:
     """Turns ``response_item`` and ``event_msg`` payloads into messages; mixed into the parser's run.
 
-    The subclass provides ``s`` (the cross-chunk state: ``model``, ``title``, ``pending``),
+    The subclass provides ``s`` (the cross-chunk state: ``model``, ``title``, ``prompt``, ``pending``),
     ``emit`` and ``token_count``. The two streams: user and assistant text (and reasoning
     summaries) arrive as an event and as an item, in either order; the first copy is sent and
     its digests kept in ``s["pending"]`` until the matching copy arrives or the other role
@@ -369,6 +370,8 @@ class ItemConverter:
             blocks = [text_block(request), *(b for b in blocks if b["type"] != "text")]
         model = self.s["model"] if role == "assistant" else None
         self.emit(mid, role, blocks, "visible", meta, timestamp, replayed, model=model)
+        if role == "user" and not replayed and "prompt" in self.s and self.s["prompt"] is None:
+            self.s["prompt"] = prompt_title("\n".join(b["text"] for b in blocks if b["type"] == "text"))
         pending = self.s["pending"]
         for other in (("assistant", "reasoning") if role == "user" else ("user",)):
             pending.pop(other, None)

@@ -18,7 +18,8 @@ deterministic for the file as it is now (the Gemini CLI format notes):
   copy of the same id wins with its own visibility); one a checkpoint left out (``/compress``,
   history sync, which also drops UI notices) keeps its visibility and gets
   ``metadata.dropped_by_checkpoint``. Usage is per message id, so repeated copies never double.
-* Conversation: id = ``sessionId``; title = ``summary`` (else None); created/updated =
+* Conversation: id = ``sessionId``; title = ``summary``, else the first visible user prompt
+  (``parsers.titles``; the whole file is parsed each time, so every delta carries the best one); created/updated =
   ``startTime``/``lastUpdated`` (else the last message's time); model = the last model turn's
   model; every other top-level field (``projectHash``, ``kind``, ``summary``, ``directories``...)
   stays in metadata under its own name. A subagent file (``chats/<parent id>/<id>.jsonl``)
@@ -47,6 +48,7 @@ from parsers.errors import ParseError, ParseIssue
 from parsers.gemini_cli_messages import call_ids, convert_message, record_problem, timestamp
 from parsers.nesting import bounded, too_deep_raw
 from parsers.schema import Conversation, Message
+from parsers.titles import prompt_title
 
 __all__ = ["parse_document"]
 
@@ -336,10 +338,14 @@ def _assemble(replay: _Replay, path: str, hints: dict[str, Any]) -> Conversation
         metadata["project_path_source"] = source
     parent = hints.get("parent_session_id") or _parent_from_path(path)
     summary = meta.get("summary")
+    title = summary.strip() if isinstance(summary, str) and summary.strip() else None
+    if title is None:
+        prompts = (prompt_title(m.text) for m in messages if m.role == "user" and m.visibility == "visible")
+        title = next(filter(None, prompts), None)
     return Conversation(
         id=session_id,
         messages=messages,
-        title=summary if isinstance(summary, str) and summary.strip() else None,
+        title=title,
         created_at=timestamp(meta.get("startTime")),
         updated_at=timestamp(meta.get("lastUpdated")) or _last_time(messages),
         model=_model(messages, replay.fate),

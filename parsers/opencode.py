@@ -53,6 +53,7 @@ from parsers.schema import (
     tool_call_block,
     tool_result_block,
 )
+from parsers.titles import prompt_title
 
 __all__ = [
     "SOURCE_TYPE",
@@ -435,9 +436,13 @@ def parse_session(
     models = [m.model for m in out if m.model and m.visibility == "visible"]
     models = models or [m.model for m in out if m.model]
     created = [t for t in (_sort_key(m)[0] for m in ordered) if t]
+    title = info.get("title") if isinstance(info.get("title"), str) and info["title"] else None
+    if title is None:  # the whole session is parsed each time: every delta carries the same fallback
+        prompts = (prompt_title(m.text) for m in out if m.role == "user" and m.visibility == "visible")
+        title = next(filter(None, prompts), None)
     return Conversation(
         id=sid, messages=out,
-        title=info.get("title") if isinstance(info.get("title"), str) and info["title"] else None,
+        title=title,
         created_at=_timestamp(times.get("created") or (min(created) if created else None)),
         updated_at=_timestamp(times.get("updated") or (max(created) if created else None)),
         model=models[-1] if models else None,

@@ -321,7 +321,7 @@ def test_conversation_fields() -> None:
     assert real["id"] == "01996135-afde-7911-97f0-d863511eca56"
     assert real["created_at"] == "2025-09-19T09:02:12.446Z"
     assert real["updated_at"] == "2025-09-19T09:09:18.355Z"
-    assert real["model"] == "aide-gpt-5" and real["title"] is None
+    assert real["model"] == "aide-gpt-5" and real["title"] == "幫我檢查一下 go.mod 裡面 為何 go版本是 1.24?"
     assert real["project"] == {"path": "/proj/ds906659/gai/claude-code", "git_branch": "main"}
     assert real["metadata"]["originator"] == "codex_vscode" and real["metadata"]["cli_version"] == "0.39.0"
     assert real["metadata"]["git"]["repository_url"] == "https://github.com/Mai0313/claude-code"
@@ -435,3 +435,41 @@ def test_a_prompt_from_the_ide_is_the_request_with_the_context_kept_aside() -> N
     assert [m.text for m in users] == ["Rename the helper in app.ts"]
     assert users[0].content == [{"type": "text", "text": "Rename the helper in app.ts"}]
     assert users[0].metadata["ide_context"] == IDE_PROMPT.partition("## My request for Codex:")[0].strip()
+
+
+def _rollout(*records: dict[str, Any]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+ROLLOUT = "rollout-2026-02-01T10-00-00-88888888-8888-4888-8888-888888888888.jsonl"
+META = _envelope("session_meta", {"id": "88888888-8888-4888-8888-888888888888", "cwd": "/work/app"}, 0)
+
+
+def _prompt(text: str, second: int) -> dict[str, Any]:
+    return _envelope("event_msg", {"type": "user_message", "message": text, "kind": "plain"}, second)
+
+
+def test_a_rollout_without_a_thread_name_is_titled_by_its_first_prompt_in_every_delta() -> None:
+    """Codex's thread name when there is one, else the first visible prompt (format notes §6); a
+    later delta carries the same title, never a later prompt in its place."""
+    head = _rollout(META, _envelope("response_item", {"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "<environment_context>\n  <cwd>/work/app</cwd>\n</environment_context>"}]}, 1),
+        _prompt(IDE_PROMPT, 2))
+    first = parse_chunk(Chunk(head, ROLLOUT))
+    assert [c.title for c in first.conversations] == ["Rename the helper in app.ts"]
+    later = parse_chunk(Chunk(_rollout(_prompt("Now the tests", 9)), ROLLOUT, len(head), first.state))
+    assert [c.title for c in later.conversations] == ["Rename the helper in app.ts"]
+    renamed = parse_chunk(Chunk(_rollout(_envelope("event_msg", {"type": "thread_name_updated",
+                                                                 "thread_name": "Helper rename"}, 10)),
+                                ROLLOUT, len(head), first.state))
+    assert [c.title for c in renamed.conversations] == ["Helper rename"]
+    hinted = parse_chunk(Chunk(head, ROLLOUT, hints={"title": "From the session index"}))
+    assert [c.title for c in hinted.conversations] == ["From the session index"]
+
+
+def test_a_state_from_before_titles_never_takes_a_later_prompt_for_the_first() -> None:
+    head = _rollout(META, _prompt("The real first prompt", 1))
+    state = parse_chunk(Chunk(head, ROLLOUT)).state
+    del state["prompt"]  # as a version without prompt titles left it
+    later = parse_chunk(Chunk(_rollout(_prompt("A later prompt", 9)), ROLLOUT, len(head), state))
+    assert [c.title for c in later.conversations] == [None]

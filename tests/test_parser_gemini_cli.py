@@ -60,7 +60,7 @@ def test_json_sample() -> None:
     assert result.issues == [] and result.records == 12
     conv = result.conversations[0]
     assert conv.id == "d6f69999-62cc-4d41-8de4-9a85fc1531b8"
-    assert (conv.title, conv.model, conv.project) == (None, "gemini-2.5-pro", None)
+    assert (conv.title, conv.model, conv.project) == ("專案經過了多輪跌代 可能會產生", "gemini-2.5-pro", None)
     assert conv.created_at == "2025-10-11T11:58:27.603Z" and conv.updated_at == "2025-10-11T12:00:30.384Z"
     assert [m.role for m in conv.messages].count("assistant") == 10
     tool = conv.messages[4]
@@ -310,3 +310,18 @@ def test_a_function_response_with_nothing_the_user_wrote_is_still_a_tool_message
     message = by_id(conv)["u0"]
     assert message.role == "tool" and message.metadata["flattened_function_response"] == "read_many_files"
     assert message.content[0]["output"].startswith("--- /work/app/src/cli.rs ---")
+
+
+def test_a_session_without_a_summary_is_titled_by_its_first_visible_prompt() -> None:
+    """``summary`` when the CLI wrote one (format notes §4.6), else the first user message the reader
+    sees: not a rewound one, not a tool response."""
+    lines = [{"sessionId": "44444444-dddd-4000-8000-000000000001", "projectHash": "ab",
+              "startTime": "2026-04-01T10:00:00.000Z", "kind": "main"},
+             {"id": "m1", "timestamp": "2026-04-01T10:00:01.000Z", "type": "user", "content": [{"text": "Try this"}]},
+             {"$rewindTo": "m1"},
+             {"id": "m2", "timestamp": "2026-04-01T10:01:00.000Z", "type": "user",
+              "content": [{"text": "Summarise the build log\nthen fix the failing step"}]}]
+    data = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    assert parse_document(data, "session.jsonl", {}).conversations[0].title == "Summarise the build log"
+    summarised = data + orjson.dumps({"$set": {"summary": "Build log triage"}}) + b"\n"
+    assert parse_document(summarised, "session.jsonl", {}).conversations[0].title == "Build log triage"

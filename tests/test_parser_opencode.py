@@ -219,3 +219,18 @@ def test_session_row_normalisation() -> None:
 def test_parse_is_deterministic() -> None:
     bundle = read_json_session(DATA, PARENT)
     assert support.jsonable(parse(bundle)) == support.jsonable(parse(read_json_session(DATA, PARENT)))
+
+
+def test_a_session_without_a_title_is_titled_by_its_first_prompt() -> None:
+    """OpenCode's session title first; without one (a JSON tree whose session file is missing, or an
+    empty title) the first visible prompt, shortened as for every source (``parsers.titles``)."""
+    messages = [_msg("msg_1", "user", 1), _msg("msg_2", "assistant", 2), _msg("msg_3", "user", 3)]
+    parts = {"msg_1": [{"id": "prt_0", "type": "text", "text": "contents of a.txt", "synthetic": True},
+                       {"id": "prt_1", "type": "text", "text": "\n  Fix the login bug\nIt fails on Safari."}],
+             "msg_2": [{"id": "prt_2", "type": "text", "text": "Fixed."}],
+             "msg_3": [{"id": "prt_3", "type": "text", "text": "Now the tests"}]}
+    assert parse_session(None, messages, parts).title == "Fix the login bug"
+    untitled = {"id": "ses_x", "title": "", "time": {"created": 1, "updated": 3}}
+    assert parse_session(untitled, messages, parts).title == "Fix the login bug"
+    titled = {**untitled, "title": "Safari login fix"}
+    assert parse_session(titled, messages, parts).title == "Safari login fix"
