@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from parsers.nesting import MAX_DEPTH, bounded_below, json_text
+from parsers.nesting import MAX_DEPTH, depth_of, json_text
 from parsers.schema import (
     Block,
     attachment_block,
@@ -253,11 +253,11 @@ def _unwrap_shell_json(output: str) -> tuple[str, bool, dict[str, Any], list[Blo
 
 
 def _bounded_json(text: str) -> Any:
-    """JSON held in a string (tool arguments, a shell tool's wrapper), decoded; what nests past
-    ``MAX_DEPTH`` stays text (``parsers.nesting``). Raises ``orjson.JSONDecodeError``."""
+    """JSON held in a string (tool arguments, a shell tool's wrapper), decoded; nested past
+    ``MAX_DEPTH`` it stays the text it is (``parsers.nesting``). Raises ``orjson.JSONDecodeError``."""
     value = orjson.loads(text)
-    if text.count("[") + text.count("{") > MAX_DEPTH:
-        value = bounded_below(value, 2)
+    if text.count("[") + text.count("{") > MAX_DEPTH and depth_of(value, MAX_DEPTH) > MAX_DEPTH:
+        return text
     return value
 
 
