@@ -170,8 +170,10 @@ class Sender:
         else:
             outbox.delivered(item.batch_id)
             self.totals.count(item.messages, item.conversations, item.raw_bytes, counts)
-            if self.streak and outbox.unpark(time.time()):
-                self.log.info("outbox.unparked")
+            # A parked batch went through: what parked it was the server's (a portal, a bad
+            # deploy), not the batch's, so the other parked batches are tried now, not in an hour.
+            if item.parked and (count := outbox.unpark(time.time())):
+                self.log.info("outbox.unparked", batches=count)
             self.streak, self.fatal, self.last_error = 0, None, None
             self.log.info("batch.sent", batch_id=item.batch_id, messages=item.messages,
                           inserted_messages=counts.inserted_messages)

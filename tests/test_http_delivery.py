@@ -459,6 +459,40 @@ def test_one_batch_that_keeps_failing_is_parked_and_holds_up_no_other(
     assert "batch.parked" in log.names()
     poison_calls = [c for c in route.calls if c.request.headers["Idempotency-Key"] == poison.batch_id]
     assert len(poison_calls) == 3  # parked: tried again in an hour, not now
+    # new batches keep going out, and their success does not bring the parked one back
+    later = make_batch({"conv-later": 1})
+    enqueue(state, later)
+    s = sender(state, sink, log, once=False, park_after=3)
+    s.start()
+    try:
+        wait_for(lambda: [p.batch_id for p in state.outbox.pending()] == [poison.batch_id])
+    finally:
+        s.stop()
+    assert state.outbox.pending()[0].parked
+    assert len([c for c in route.calls if c.request.headers["Idempotency-Key"] == poison.batch_id]) == 3
+
+
+@respx.mock
+def test_a_parked_batch_that_goes_through_brings_the_other_parked_back(state: State, sink: HttpSink,
+                                                                        log: Log) -> None:
+    """A captive portal answered every batch with HTML, so all were parked; an hour later the
+    first one goes through: the others are tried at once, not an hour after that."""
+    route = respx.post(URL).mock(return_value=httpx.Response(200, text="<html>portal</html>"))
+    batches = [make_batch({f"conv-{i}": 1}) for i in range(3)]
+    for batch in batches:
+        enqueue(state, batch)
+    s = sender(state, sink, log, once=False, park_after=1)
+    s.start()
+    try:
+        wait_for(lambda: all(p.parked for p in state.outbox.pending()))
+        route.mock(return_value=httpx.Response(200, json=OK))  # the portal is gone
+        state.db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE batch_id = ?", (batches[0].batch_id,))
+        s.pause_until = 0
+        s.wake.set()
+        wait_for(lambda: state.outbox.pending() == [])
+    finally:
+        s.stop()
+    assert "outbox.unparked" in log.names()
 
 
 @respx.mock
