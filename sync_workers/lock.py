@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from sync_workers.errors import SyncError
+from sync_workers.private import private_dir
 
 __all__ = ["Locked", "StateLock", "holder"]
 
@@ -33,7 +34,7 @@ class StateLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)  # the state folder: 0700, tightened when found looser
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -27,6 +27,7 @@ EVENTS = frozenset({
     "sender.crashed", "sender.abandoned",
     "checkpoint.failed", "checkpoint.forced",
     "config.reloaded", "schedule.next", "stop.requested", "stop.timeout",
+    "permissions.tightened",
 })
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,

@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from sync_workers.private import private_database
+
 __all__ = [
     "ArchiveStore", "Checkpointer", "ConversationRecord", "MessageRecord", "UpsertCounts", "connect", "transaction",
 ]
@@ -103,12 +105,16 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     cut may roll back the last transactions, atomically), 64 KiB pages on a new file (most
     messages fit one page instead of a chain of overflow pages) and a 16 MiB checkpoint
     interval: measured, these halve the time a backfill spends in SQLite.
+
+    A file opened for writing is private (``private.private_database``): created 0600 in a folder
+    created 0700, whatever the umask, and tightened when found looser; its ``-wal`` and ``-shm``
+    take the file's mode from SQLite.
     """
     if readonly:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     else:
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_database(path)
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=30000")
         db.execute("PRAGMA page_size=65536")

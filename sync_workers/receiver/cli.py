@@ -72,6 +72,10 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
         print("error: serve: --max-body-bytes must be greater than 0", file=sys.stderr)
         return 2
     db = Path(args.db).expanduser() if args.db else config.archive_path
+    if not args.db:
+        from sync_workers.private import private_dir
+
+        private_dir(config.state_dir)  # the workers' own state folder: 0700 (another --db's folder is left alone)
     if args.insecure_no_auth and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving {args.host} without authentication: anyone who reaches it can write",
               file=sys.stderr)
