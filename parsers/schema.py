@@ -141,11 +141,11 @@ def normalize_timestamp(value: Any) -> str | None:
             return value
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return _format(parsed)
+        except (ValueError, OverflowError):  # not a time, or one UTC cannot hold (year 1 at +01:00)
             return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return _format(parsed)
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -158,8 +158,9 @@ def normalize_timestamp(value: Any) -> str | None:
 
 
 def _format(moment: datetime) -> str:
+    """RFC 3339 in UTC, the year always four digits (glibc's ``%Y`` writes year 999 as ``999``)."""
     moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")
     return text + "Z"
