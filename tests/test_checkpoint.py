@@ -10,18 +10,7 @@ from sync_workers.commit import ArchiveCommitter, Totals
 from sync_workers.state import State
 from sync_workers.store import Checkpointer
 from tests.support import wait_for
-from tests.test_http_delivery import make_batch
-
-
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        return lambda event, **fields: self.events.append((level, event, fields))
-
-    def names(self) -> list[str]:
-        return [event for _, event, _ in self.events]
+from tests.test_http_delivery import Log, make_batch
 
 
 class Failing:
