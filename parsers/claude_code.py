@@ -47,7 +47,7 @@ from parsers.claude_code_blocks import (
     usage_snapshot,
 )
 from parsers.errors import ParseIssue
-from parsers.nesting import bounded, bounded_below, bounded_raw, too_deep_raw
+from parsers.nesting import MAX_DEPTH, bounded, bounded_below, bounded_raw, too_deep_raw
 from parsers.schema import Conversation, Message, encode, normalize_timestamp, text_block
 from parsers.titles import prompt_title
 
@@ -337,7 +337,10 @@ class _Run:
 
     def record(self, line: _Line, start: int) -> None:
         self.position = self.chunk.offset + start  # stable: ids derived from it survive re-reads
-        self.timestamp = _timestamp(line.timestamp)
+        try:
+            self.timestamp = normalize_timestamp(line.timestamp)
+        except (OverflowError, ValueError):  # a time with no UTC equivalent (year 1 at +14:00)
+            self.timestamp = None
         kind = line.type
         if kind in _TITLE_FIELDS:
             self.title(line, kind)
@@ -493,7 +496,8 @@ class _Run:
                 group.snapshot = (snapshot if previous is None
                                   else {k: max(v, previous.get(k, 0)) for k, v in snapshot.items()})
             if extra:
-                group.message.metadata["usage_detail"] = {k: bounded(v) for k, v in extra.items()}
+                group.message.metadata["usage_detail"] = {k: bounded(v) if type(v) in _NESTS else v
+                                                          for k, v in extra.items()}
 
     def close_group(self) -> None:
         group, self.group = self.group, None
@@ -538,7 +542,8 @@ class _Run:
         body = line.message
         extra = self.body_extra
         if extra is None and body is not None:
-            extra = {k: bounded(v) for k in _MESSAGE_EXTRA if (v := getattr(body, k)) is not None}
+            extra = {k: bounded(v) if type(v) in _NESTS else v
+                     for k in _MESSAGE_EXTRA if (v := getattr(body, k)) is not None}
         elif type(extra) is dict:
             extra = {k: bounded_raw(v) for k, v in extra.items()}
         elif extra is not None:
@@ -566,7 +571,8 @@ class _Run:
         """Every top-level field with no schema field of its own, no deeper than ``MAX_DEPTH``."""
         if self.fields is not None:
             return {k: bounded_raw(v) for k, v in self.fields.items() if k not in _MAPPED}
-        return {name: bounded_raw(v) if type(v) is Raw else v
+        # Only a Raw value long enough to hold MAX_DEPTH + 1 levels is looked at (bounded_raw).
+        return {name: bounded_raw(v) if type(v) is Raw and len(v) > _SHALLOW else v
                 for name in _EXTRA if (v := getattr(line, name)) is not UNSET}
 
     def alias_fragment(self, line: _Line, message_id: str) -> None:
@@ -582,6 +588,8 @@ class _Run:
 
 
 _NO_BODY = _Body()
+_NESTS = (dict, list)
+_SHALLOW = 2 * MAX_DEPTH + 1  # a value of MAX_DEPTH + 1 levels takes 2 * (MAX_DEPTH + 1) bytes at least
 _TOOL_KINDS = frozenset({"tool_result", "image"})
 
 
@@ -590,14 +598,6 @@ _OPEN = ord("{")
 
 class _WrongType(ValueError):
     """A line whose value has a type the format never has there (the reason names the field)."""
-
-
-def _timestamp(value: str | None) -> str | None:
-    """``normalize_timestamp``, with a time that has no UTC equivalent (year 1 at +14:00) as None."""
-    try:
-        return normalize_timestamp(value)
-    except (OverflowError, ValueError):
-        return None
 
 
 def _stem(path: str) -> str:
