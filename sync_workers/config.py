@@ -9,6 +9,7 @@ module never imports a source.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,10 @@ from typing import Any
 
 from sync_workers.errors import ConfigError
 
-__all__ = ["Config", "SecurityConfig", "ServerConfig", "SourceConfig", "WorkerConfig", "load"]
+__all__ = [
+    "Config", "SecurityConfig", "ServerConfig", "SourceConfig", "WorkerConfig", "check_token", "load",
+    "read_token_file",
+]
 
 TOKEN_ENV = "SYNC_WORKER_TOKEN"
 
@@ -61,16 +65,19 @@ class Config:
 
     @property
     def token(self) -> str | None:
-        """The bearer token: ``SYNC_WORKER_TOKEN`` wins, then the token file, then the YAML value."""
+        """The bearer token: ``SYNC_WORKER_TOKEN`` wins, then the token file, then the YAML value.
+
+        Whichever it comes from, it must be a valid HTTP header value, else a :class:`ConfigError`
+        naming where it came from and never the value (an illegal header used to be logged whole at
+        every retry, and stored in the outbox)."""
+        where = self.path or "<defaults>"
         if os.environ.get(TOKEN_ENV):
-            return os.environ[TOKEN_ENV].strip()
+            return check_token(os.environ[TOKEN_ENV].strip(), f"the environment variable {TOKEN_ENV}")
         if self.security.worker_token_file:
-            path = Path(self.security.worker_token_file).expanduser()
-            try:
-                return path.read_text().strip() or None
-            except OSError as exc:
-                raise ConfigError(f"{self.path or '<defaults>'}: security.worker_token_file: {exc}") from exc
-        return self.security.worker_token
+            return read_token_file(self.security.worker_token_file, f"{where}: security.worker_token_file")
+        if self.security.worker_token is not None:
+            return check_token(self.security.worker_token.strip(), f"{where}: security.worker_token")
+        return None
 
     @property
     def state_dir(self) -> Path:
@@ -97,6 +104,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "worker.max_batch_bytes": (int,), "worker.max_outbox_bytes": (int,), "worker.state_dir": (str,),
     "worker.processes": (int,),
 }
+_SECRET = {"security.worker_token"}
 _POSITIVE = {"server.timeout", "worker.check_interval", "worker.batch_size", "worker.max_batch_bytes",
              "worker.max_outbox_bytes", "worker.processes"}
 
@@ -118,7 +126,7 @@ def load(
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{where}: not valid YAML: {_yaml_error(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of sections")
     sections: dict[str, Any] = {}
@@ -126,7 +134,7 @@ def load(
         if name == "sources":
             continue
         if name not in _SECTIONS:
-            raise ConfigError(f"{where}: unknown key {name!r} (known: {', '.join([*_SECTIONS, 'sources'])})")
+            raise ConfigError(f"{where}: unknown key {_key(name)!r} (known: {', '.join([*_SECTIONS, 'sources'])})")
         sections[name] = _section(where, name, value, _SECTIONS[name])
     sources = _sources(where, raw.get("sources"), source_options)
     config = Config(**sections, sources=sources, path=where)
@@ -134,13 +142,73 @@ def load(
         raise ConfigError(f"{where}: worker.schedule: not a cron expression: {config.worker.schedule!r}")
     if config.server.base_url and not config.server.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: server.base_url: must start with http:// or https://")
+    if config.server.base_url:
+        _ = config.token  # a token that cannot be sent is a config error now (exit 2), not at every retry
     return config
+
+
+def read_token_file(path: str | os.PathLike[str], where: str) -> str:
+    """The token in a token file: its first line that is neither blank nor a ``#`` comment,
+    whitespace trimmed; the rest of the file is ignored (an old token kept below, notes).
+
+    Read as bytes and checked before anything is decoded, so no error can quote the file."""
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the token file: {exc.strerror or type(exc).__name__}"
+                          f" ({Path(path).expanduser()})") from None
+    for line in data.splitlines():
+        line = line.strip()
+        if line and not line.startswith(b"#"):
+            try:
+                text = line.decode("ascii")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{where}: the token is not a valid HTTP header value: it holds a byte"
+                                  " that is not ASCII (the token is not shown)") from None
+            return check_token(text, where)
+    raise ConfigError(f"{where}: the token file holds no token (only blank lines or # comments)")
+
+
+def check_token(token: str, where: str) -> str:
+    """``token`` when it can travel as ``Authorization: Bearer <token>``: visible ASCII, no space.
+
+    The error names ``where`` and the kind and position of the bad character, never the token."""
+    if not token:
+        raise ConfigError(f"{where}: the token is empty")
+    for index, char in enumerate(token):
+        if not "!" <= char <= "~":
+            kind = ("not ASCII" if ord(char) > 127 else "a space" if char == " "
+                    else "a control character or whitespace")
+            raise ConfigError(f"{where}: the token is not a valid HTTP header value: character {index + 1} is"
+                              f" {kind} (the token is not shown)")
+    return token
 
 
 def _valid_cron(expression: str) -> bool:
     from croniter import croniter  # only configs with a schedule need it
 
     return bool(croniter.is_valid(expression))
+
+
+def _yaml_error(exc: Exception) -> str:
+    """What is wrong and where (line, column), without PyYAML's quote of the line: that line may be
+    ``worker_token: ...``, and the token must not reach a terminal or a log."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
+    # PyYAML quotes what it found ("found character '@'", "the tag '!x'"): a character is kept, more is not
+    problem = re.sub(r"'[^']{3,}'", "'...'", str(problem))
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+_KEY_NAME = re.compile(r"[A-Za-z_]{1,64}")
+
+
+def _key(name: Any) -> str:
+    """An unknown key as the error names it: option names are words, so a key that is not one (a
+    token pasted where a key goes) is not repeated."""
+    return name if isinstance(name, str) and _KEY_NAME.fullmatch(name) else "<a key that is not an option name>"
 
 
 def _section(where: str, name: str, value: Any, cls: type) -> Any:
@@ -152,7 +220,7 @@ def _section(where: str, name: str, value: Any, cls: type) -> Any:
     for key, item in value.items():
         dotted = f"{name}.{key}"
         if key not in known:
-            raise ConfigError(f"{where}: unknown key {dotted!r} (known: {', '.join(known)})")
+            raise ConfigError(f"{where}: unknown key {f'{name}.{_key(key)}'!r} (known: {', '.join(known)})")
         _check_type(where, dotted, item, _TYPES[dotted])
         if dotted in _POSITIVE and item is not None and item <= 0:
             raise ConfigError(f"{where}: {dotted}: must be greater than 0, got {item!r}")
@@ -169,7 +237,7 @@ def _sources(
         raise ConfigError(f"{where}: sources: expected a mapping of worker names")
     for name, body in value.items():
         if name not in options:
-            raise ConfigError(f"{where}: unknown key 'sources.{name}' (known: {', '.join(options)})")
+            raise ConfigError(f"{where}: unknown key 'sources.{_key(name)}' (known: {', '.join(options)})")
         body = body or {}
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: sources.{name}: expected a mapping")
@@ -187,7 +255,7 @@ def _sources(
                     merged[key] = item
             else:
                 raise ConfigError(
-                    f"{where}: unknown key {dotted!r} (known: enabled, {', '.join(options[name])})"
+                    f"{where}: unknown key 'sources.{name}.{_key(key)}' (known: enabled, {', '.join(options[name])})"
                 )
         result[name] = SourceConfig(enabled, merged)
     return result
@@ -199,4 +267,5 @@ def _check_type(where: str, dotted: str, value: Any, types: tuple[type, ...]) ->
     ok = False if isinstance(value, bool) and bool not in types else isinstance(value, types)
     if not ok:
         wanted = " or ".join(t.__name__ for t in types)
-        raise ConfigError(f"{where}: {dotted}: expected {wanted}, got {type(value).__name__} {value!r}")
+        shown = "" if dotted in _SECRET else f" {value!r}"  # a secret's value is never repeated
+        raise ConfigError(f"{where}: {dotted}: expected {wanted}, got {type(value).__name__}{shown}")

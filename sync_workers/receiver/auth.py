@@ -27,7 +27,7 @@ class Tokens:
         self._stamp: tuple[int, int] | None = None
         self._from_file: list[bytes] = []
         if self.file is not None:
-            self.file.read_text()  # fail now, at start, if the file is missing or unreadable
+            self.file.read_bytes()  # fail now, at start, if the file is missing or unreadable
             self._reload()
 
     @classmethod
@@ -63,7 +63,8 @@ class Tokens:
             return
         with self._lock:
             try:
-                lines = self.file.read_text().splitlines()
+                # bytes that are not UTF-8 match no header a client can send; never an error that quotes them
+                lines = self.file.read_bytes().decode("utf-8", "replace").splitlines()
             except OSError:
                 lines = []
             self._from_file = [

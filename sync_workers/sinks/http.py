@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from sync_workers import __version__
-from sync_workers.errors import Fatal, Retryable, SyncError
+from sync_workers.errors import AuthRefused, Fatal, Retryable, SyncError
 from sync_workers.store import UpsertCounts
 
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ class HttpSink:
         try:
             response = self.client.post(self.url, content=gzipped_body, headers={"Idempotency-Key": batch_id})
         except self.transport_error as exc:  # connect errors, timeouts, broken connections
-            raise Retryable(f"{type(exc).__name__} posting to {self.url}: {exc}", unavailable=True) from exc
+            # not chained: an exception's text may quote the request's headers, and this one is logged and stored
+            raise Retryable(f"{type(exc).__name__} posting to {self.url}: {self._redact(str(exc))}",
+                            unavailable=True) from None
         outcome = classify(response.status_code)
         if outcome is Outcome.ACK:
             counts = _counts(response)
@@ -137,7 +139,7 @@ class HttpSink:
         if outcome is Outcome.SPLIT:
             raise TooLarge(f"HTTP 413: {reason}")
         if response.status_code in (401, 403):
-            raise Fatal(
+            raise AuthRefused(
                 f"the server refused the worker token (HTTP {response.status_code}: {reason}); set"
                 " SYNC_WORKER_TOKEN or security.worker_token(_file) and restart; nothing was dropped"
             )
