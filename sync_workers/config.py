@@ -29,6 +29,10 @@ TOKEN_ENV = "SYNC_WORKER_TOKEN"
 class ServerConfig:
     base_url: str | None = None
     timeout: float = 30.0
+    allow_insecure_http: bool = False
+    """Accept ``http://`` to a host that is not loopback: the token and transcripts cross the network in clear."""
+    ca_file: str | None = None
+    """PEM CA certificates to verify the receiver's certificate with (a private CA), instead of the system's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,8 @@ class Config:
 _SECTIONS: dict[str, type] = {"server": ServerConfig, "security": SecurityConfig, "worker": WorkerConfig}
 # The type each key accepts, beyond None where the default is None.
 _TYPES: dict[str, tuple[type, ...]] = {
-    "server.base_url": (str,), "server.timeout": (int, float),
+    "server.base_url": (str,), "server.timeout": (int, float), "server.allow_insecure_http": (bool,),
+    "server.ca_file": (str,),
     "security.worker_token": (str,), "security.worker_token_file": (str,),
     "worker.check_interval": (int, float), "worker.schedule": (str,), "worker.batch_size": (int,),
     "worker.max_batch_bytes": (int,), "worker.max_outbox_bytes": (int,), "worker.state_dir": (str,),
@@ -143,6 +148,7 @@ def load(
     if config.server.base_url and not config.server.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}: server.base_url: must start with http:// or https://")
     if config.server.base_url:
+        _check_transport(where, config.server)
         _ = config.token  # a token that cannot be sent is a config error now (exit 2), not at every retry
     return config
 
@@ -182,6 +188,49 @@ def check_token(token: str, where: str) -> str:
             raise ConfigError(f"{where}: the token is not a valid HTTP header value: character {index + 1} is"
                               f" {kind} (the token is not shown)")
     return token
+
+
+def _check_transport(where: str, server: ServerConfig) -> None:
+    """Plain ``http://`` only to this machine (or when ``server.allow_insecure_http`` says so): over
+    a network it would carry the bearer token and every transcript in clear text. ``https`` verifies
+    the certificate, against ``server.ca_file`` when given (checked readable here, not at the first send)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(server.base_url or "")
+        host = parts.hostname
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError as exc:
+        raise ConfigError(f"{where}: server.base_url: not a URL: {exc}") from None
+    if not host:
+        raise ConfigError(f"{where}: server.base_url: names no host")
+    if parts.username or parts.password:
+        raise ConfigError(f"{where}: server.base_url: must not hold credentials; the token goes in"
+                          " security.worker_token_file or SYNC_WORKER_TOKEN")
+    if parts.scheme == "http" and not server.allow_insecure_http and not is_loopback(host):
+        raise ConfigError(
+            f"{where}: server.base_url: plain http:// to {host} would send the token and the transcripts in clear"
+            " text; use https://, a loopback address, or set server.allow_insecure_http: true"
+        )
+    if server.ca_file is not None:
+        ca = Path(server.ca_file).expanduser()
+        try:
+            ca.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{where}: server.ca_file: cannot read {ca}: {exc.strerror}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` (and names under ``.localhost``, RFC 6761) or a loopback address (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _valid_cron(expression: str) -> bool:

@@ -132,7 +132,8 @@ class FileWorker:
             from sync_workers.sender import Sender  # only a worker with a server imports httpx
             from sync_workers.sinks.http import HttpSink
 
-            sink = HttpSink(self.config.server.base_url, self.config.token, self.config.server.timeout)
+            sink = HttpSink(self.config.server.base_url, self.config.token, self.config.server.timeout,
+                            ca_file=self.config.server.ca_file)
             self.sender = Sender(self.state_path, namespace, sink, self.log, self.totals, once=self.once)
             self.committer = OutboxCommitter(self.state, self.sender, self.info,
                                              self.config.worker.max_outbox_bytes, self.stopping, self.log)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import gzip
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -91,8 +92,9 @@ class HttpSink:
 
     def __init__(
         self, base_url: str, token: str | None, timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None, ca_file: str | None = None,
     ) -> None:
+        """``ca_file``: PEM CA certificates to verify an https receiver with (a private CA); else the system's."""
         self.url = base_url.rstrip("/") + ENDPOINT
         headers = {
             "Content-Type": "application/json",
@@ -105,7 +107,12 @@ class HttpSink:
         import httpx  # only a worker that talks to a server pays for importing it
 
         self.transport_error: type[Exception] = httpx.TransportError
-        self.client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+        verify: Any = True
+        if ca_file:
+            import ssl
+
+            verify = ssl.create_default_context(cafile=str(Path(ca_file).expanduser()))
+        self.client = httpx.Client(headers=headers, timeout=timeout, transport=transport, verify=verify)
 
     @property
     def description(self) -> str:
