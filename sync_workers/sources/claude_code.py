@@ -29,6 +29,7 @@ import orjson
 from parsers import claude_code
 from parsers.schema import Conversation, Message
 from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile, scan, unchanged
+from sync_workers.sources.links import refusal
 from sync_workers.state import FileCursor
 from sync_workers.store import MessageRecord
 
@@ -106,8 +107,8 @@ def _started(tracked: TrackedFile, cursors: Mapping[str, FileCursor]) -> tuple[s
     path = str(tracked.path)
     try:
         st = os.stat(path)
-        if unchanged(cursors.get(path), st):
-            return "", ""
+        if unchanged(cursors.get(path), st) or refusal(path) is not None:
+            return "", ""  # a link refused is reported by the scan, and not opened here either
         with open(path, "rb") as handle:
             first = _edge_time(handle, st.st_size, last=False)
             last = _edge_time(handle, st.st_size, last=True) if first is not None else None

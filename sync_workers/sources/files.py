@@ -30,6 +30,7 @@ from parsers.errors import ParseError, ParseIssue
 from parsers.schema import Conversation, encode
 from sync_workers.sources.append import HEAD_BYTES, AppendRead, identity
 from sync_workers.sources.issues import settle_document
+from sync_workers.sources.links import refusal
 from sync_workers.sources.parallel import read_appends
 from sync_workers.state import Advance, FileCursor, FileFailure
 
@@ -102,6 +103,8 @@ class FileSource:
     parse_document: ClassVar[DocumentParser | None] = None
     keeps_owners: ClassVar[bool] = False
     """Whether ``scan`` uses ``ScanContext.owners`` (its files copy messages from one another)."""
+    link_suffixes: ClassVar[tuple[str, ...]] = (".json", ".jsonl")
+    """What a symlinked file must resolve to, to be read (``sources.links``)."""
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.settings = {**self.options, **options}
@@ -147,6 +150,10 @@ def scan(
             continue  # vanished between discovery and now
         cursor = cursors.get(path)
         if unchanged(cursor, st) or context.skips(path, st):
+            continue
+        refused = refusal(path, source.link_suffixes)
+        if refused is not None:  # a link out of the watched folder to something not a transcript
+            stats.issues.append(ParseIssue(path, None, refused))
             continue
         try:
             if tracked.kind == "append":
