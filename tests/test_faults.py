@@ -241,16 +241,24 @@ def test_401_for_a_while_then_recovered(tmp_path, receiver, corpus):
 def test_one_failing_batch_does_not_block_the_others(tmp_path, receiver, corpus):
     setup = Setup(tmp_path, receiver, corpus)
     expected = expected_messages(setup.files())
-    poisoned = sorted(setup.conversations())[0]
-    rule = Rule(holding(poisoned), Fault(500, body=orjson.dumps({"detail": "poisoned"})))
+    chosen: list[str] = []
+
+    def first_batch(body: dict) -> bool:
+        """Any batch holding the first conversation of the first batch posted: the oldest in the outbox."""
+        if not chosen:
+            chosen.append(body["conversations"][0]["id"])
+        return holding(chosen[0])(body)
+
+    rule = Rule(first_batch, Fault(500, body=orjson.dumps({"detail": "poisoned"})))
     receiver.rules.append(rule)
 
     def poisoned_attempts() -> int:
-        return sum(1 for body in list(receiver.attempts) if poisoned in conversation_ids(body))
+        return sum(1 for body in list(receiver.attempts) if chosen and chosen[0] in conversation_ids(body))
 
     process = setup.daemon()
     try:
         wait_for(lambda: poisoned_attempts() >= 3, timeout=60)
+        poisoned = chosen[0]
         held = {c for body in list(receiver.attempts) if poisoned in conversation_ids(body)
                 for c in conversation_ids(body)}
         others = {key: m for key, m in expected.items() if key[0] not in held}
