@@ -23,7 +23,9 @@ from sync_workers.receiver import Settings, Tokens, create_app
 
 TOKEN = "openapi-token-0123456789"
 _DB = Path(tempfile.mkdtemp(prefix="receiver-openapi-")) / "archive.db"
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(Settings(db=_DB, tokens=Tokens([TOKEN]))))
+# public_docs: schemathesis fetches the document without a token (the served default needs a read token)
+_APP = create_app(Settings(db=_DB, tokens=Tokens([TOKEN]), public_docs=True))
+schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
 _fresh = itertools.count()
 
 

@@ -117,7 +117,15 @@ def create_router(service: ReceiverService) -> APIRouter:
         if not service.authorized(credentials.credentials if credentials else None):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
+    async def require_read_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if not service.may_read(credentials.credentials if credentials else None):
+            raise HTTPException(401, "missing or wrong bearer token (reading needs a read token)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
     auth = [Depends(require_token)]
+    read_auth = [Depends(require_read_token)]
     unauthorized = {401: _content(_ERROR, "missing or wrong bearer token")}
 
     @router.post(
@@ -154,7 +162,7 @@ def create_router(service: ReceiverService) -> APIRouter:
                            "next_cursor": {"type": ["string", "null"]}}}
 
     @router.get(
-        "/internal/v1/conversations", dependencies=auth, response_class=Response,
+        "/internal/v1/conversations", dependencies=read_auth, response_class=Response,
         summary="Conversations ordered by (source_type, id), one page at a time",
         responses={200: _content(page, "a page; pass next_cursor back as cursor for the next one"), **unauthorized,
                    400: _content(_ERROR, "a cursor this receiver did not give")},
@@ -175,7 +183,7 @@ def create_router(service: ReceiverService) -> APIRouter:
         return _guarded(request, page)
 
     @router.get(
-        "/internal/v1/conversations/{source_type}/{conversation_id:path}", dependencies=auth,
+        "/internal/v1/conversations/{source_type}/{conversation_id:path}", dependencies=read_auth,
         response_class=Response, summary="One conversation with its messages in arrival order",
         responses={200: _content({**_CONVERSATION, "required": ["source_type", "id", "messages"]}, "the conversation"),
                    **unauthorized, 404: _content(_ERROR, "no such conversation")},
@@ -201,6 +209,31 @@ def create_router(service: ReceiverService) -> APIRouter:
     return router
 
 
+def _private_docs(app: FastAPI, service: ReceiverService) -> None:
+    """``/openapi.json`` and ``/docs`` behind a read token: the API's shape is no secret, but an open
+    endpoint is one more thing a scanner finds. A browser cannot add the header to the page's own
+    fetch of ``/openapi.json``: fetch it with ``curl -H 'Authorization: Bearer ...'``, or serve the
+    docs with ``--public-docs``."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    bearer = HTTPBearer(auto_error=False)
+
+    async def require_read_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if not service.may_read(credentials.credentials if credentials else None):
+            raise HTTPException(401, "missing or wrong bearer token (the docs need a read token)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_read_token)])
+    def openapi() -> Response:
+        return _json(200, app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_read_token)])
+    def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+
 def create_app(settings: Settings) -> FastAPI:
     """A standalone app owning its :class:`ReceiverService` (closed when the app shuts down)."""
     service = ReceiverService(settings)
@@ -212,10 +245,15 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             service.close()
 
+    public = settings.public_docs or settings.insecure_no_auth
     app = FastAPI(title="sync-workers receiver", version=__version__, lifespan=lifespan,
-                  description="The reference receiver of the sync contract, over the archive store.")
+                  description="The reference receiver of the sync contract, over the archive store.",
+                  openapi_url="/openapi.json" if public else None, docs_url="/docs" if public else None,
+                  redoc_url=None)
     app.state.service = service
     app.include_router(create_router(service))
+    if not public:
+        _private_docs(app, service)
     # Anything that still escapes (middleware, a dependency): the same JSON 5xx instead of
     # Starlette's plain-text page. Starlette re-raises it afterwards, so the server logs it too.
     app.add_exception_handler(Exception, _fault)

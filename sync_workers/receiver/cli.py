@@ -10,6 +10,7 @@ the real port (``--port 0`` picks a free one), then logs to stderr until SIGINT 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -40,8 +41,25 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument(*_flag("insecure_no_auth"), action="store_true", help="accept requests without a token")
     serve.add_argument(*_flag("max_body_bytes"), type=int, default=32 * 1024 * 1024, metavar="N",
                        help="largest body, compressed and decompressed; larger answers 413 (default 32 MiB)")
-    serve.add_argument(*_flag("access_log"), action="store_true", help="log every request")
+    serve.add_argument(*_flag("read_token_file"), metavar="PATH",
+                       help="file of tokens that read conversations and the docs, one per line; given, the"
+                            " write tokens (SYNC_WORKER_TOKEN, --token-file) can only post batches")
+    serve.add_argument(*_flag("public_docs"), action="store_true",
+                       help="serve /docs and /openapi.json without a token (default: a read token is needed)")
+    serve.add_argument(*_flag("access_log"), action="store_true",
+                       help="log every request (method, path without its query string, status)")
     return serve
+
+
+class _NoQueryString(logging.Filter):
+    """uvicorn's access log line without the query string: a cursor, or a token someone passed as
+    ``?token=``, is nothing a log should keep. The path is the record's third argument."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
 
 
 def run(args: argparse.Namespace, config: Any = None) -> int:
@@ -62,8 +80,18 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
     try:
         tokens = Tokens.from_environment(args.token_file, TOKEN_ENV)
     except OSError as exc:
-        print(f"error: serve: --token-file: {exc}", file=sys.stderr)
+        print(f"error: serve: --token-file: {exc.strerror or type(exc).__name__} ({args.token_file})", file=sys.stderr)
         return 2
+    read_tokens = None
+    if args.read_token_file:
+        try:
+            read_tokens = Tokens([], args.read_token_file)
+        except OSError as exc:
+            print(f"error: serve: --read-token-file: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+            return 2
+        if not read_tokens:
+            print("error: serve: --read-token-file holds no token", file=sys.stderr)
+            return 2
     if not tokens and not args.insecure_no_auth:
         print(f"error: serve: no accepted token: set {TOKEN_ENV} or --token-file FILE (one token a line),"
               " or pass --insecure-no-auth to accept any request", file=sys.stderr)
@@ -80,11 +108,13 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
         print(f"warning: serving {args.host} without authentication: anyone who reaches it can write",
               file=sys.stderr)
     app = create_app(Settings(db=db, tokens=tokens, insecure_no_auth=args.insecure_no_auth,
-                              max_body_bytes=args.max_body_bytes))
+                              max_body_bytes=args.max_body_bytes, read_tokens=read_tokens,
+                              public_docs=args.public_docs))
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=getattr(args, "log_level", "info"),
         access_log=args.access_log, server_header=False, timeout_graceful_shutdown=10,
     ))
+    logging.getLogger("uvicorn.access").addFilter(_NoQueryString())  # uvicorn.Config set its logging up
     sock = server.config.bind_socket()
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving http://{host}:{sock.getsockname()[1]} (archive {db})", flush=True)

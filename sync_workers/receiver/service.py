@@ -31,6 +31,8 @@ from sync_workers.store import ArchiveStore, ConversationRecord, MessageRecord
 __all__ = ["Answer", "ReceiverService", "Refused", "Settings", "decode_body", "to_records"]
 
 MiB = 1024 * 1024
+MAX_GZIP_MEMBERS = 8
+"""Most gzip members a body may hold (RFC 1952 allows several; a worker sends one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,11 @@ class Settings:
     idempotency_retention: float = 7 * 24 * 3600.0
     """Seconds an Idempotency-Key is remembered; a retry older than that is upserted again (harmless)."""
     max_page_size: int = 500
+    read_tokens: Tokens | None = None
+    """Tokens that read (the conversation endpoints, and the docs). Given, ``tokens`` only write: a
+    worker's token on a laptop cannot read everyone's archive. None: ``tokens`` also read (as before)."""
+    public_docs: bool = False
+    """Serve ``/docs`` and ``/openapi.json`` to anyone; else they need a read token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +78,10 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     """The request body as JSON bytes: gunzipped when so encoded, never more than ``limit`` bytes.
 
     Decompression stops at ``limit`` + 1 bytes, so a small body that inflates to gigabytes (a
-    zip bomb) costs at most ``limit`` bytes of memory and answers 413.
+    zip bomb) costs at most ``limit`` bytes of memory and answers 413. It is bounded in time too:
+    each member starts a new inflater on a copy of the rest of the body, so a body of many empty
+    members cost time quadratic in its size (160,000 members, 3 MB: 17.7 s); past
+    :data:`MAX_GZIP_MEMBERS` members it is refused with 400. Workers send one member.
     """
     encoding = (content_encoding or "identity").strip().lower()
     if encoding in ("identity", ""):
@@ -81,8 +91,12 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     out: list[bytes] = []
     size = 0
     data = raw
+    members = 0
     try:
         while data:  # a gzip stream may hold several members
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise Refused(400, f"the gzip body holds more than {MAX_GZIP_MEMBERS} members: send one")
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             chunk = inflater.decompress(data, limit - size + 1)
             size += len(chunk)
@@ -145,9 +159,17 @@ class ReceiverService:
     # -- auth ---------------------------------------------------------------------------------
 
     def authorized(self, token: str | None) -> bool:
+        """May ``token`` write (post batches)? With read tokens configured, a read token may not."""
         if self.settings.insecure_no_auth and not self.settings.tokens:
             return True
         return token is not None and self.settings.tokens is not None and self.settings.tokens.accepts(token)
+
+    def may_read(self, token: str | None) -> bool:
+        """May ``token`` read conversations and the docs? A read token; or, with none configured, a write token."""
+        read = self.settings.read_tokens
+        if read is None:
+            return self.authorized(token)
+        return token is not None and read.accepts(token)
 
     # -- writing ------------------------------------------------------------------------------
 
