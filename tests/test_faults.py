@@ -219,7 +219,7 @@ def test_401_for_a_while_then_recovered(tmp_path, receiver, corpus):
     refused = Rule(lambda body: True, Fault(401, body=orjson.dumps({"detail": "invalid token"})))
     receiver.rules.append(refused)
     once = setup.once()
-    assert once.returncode == 1, once.stderr[-3000:]
+    assert once.returncode in (1, 3), once.stderr[-3000:]  # 3: the refusal only a person can fix (exits.py)
     assert "refused the worker token" in once.stderr
     assert TOKEN not in once.stderr + once.stdout
     assert tally(receiver.db, expected_messages(setup.files()), scope=setup.conversations()).lost \
