@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "Fatal", "Retryable", "Skippable", "Stopped", "SyncError"]
+__all__ = ["AuthRefused", "ConfigError", "Fatal", "Retryable", "Skippable", "Stopped", "SyncError"]
 
 
 class SyncError(Exception):
@@ -11,6 +11,11 @@ class SyncError(Exception):
 
 class Fatal(SyncError):
     """Stop this worker with a clear message (bad config, a rejected token). Nothing is dropped."""
+
+
+class AuthRefused(Fatal):
+    """The server refused the worker token (401/403): only a person can fix it. Exit code 3, so a
+    script or a service manager can tell it from data that is merely still pending (1)."""
 
 
 class ConfigError(Fatal):
