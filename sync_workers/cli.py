@@ -1,7 +1,10 @@
-"""Command line: ``sync-worker <worker> ...``, ``sync-workers run|parse|status``, per-worker scripts.
+"""Command line: ``sync-worker <worker> ...``, ``sync-workers run|parse|status|retry-dead|service``,
+per-worker scripts.
 
 Long flags take one dash, as in the original design (``-config``, ``-projects-dir``), or two.
-Exit codes: 0 all delivered; 1 something is still pending or was refused; 2 bad usage or config.
+Exit codes (``sync_workers.exits``): 0 all delivered; 1 something is still pending or was
+dead-lettered; 2 bad usage or config; 3 the server refused the token; 4 a worker kept crashing.
+Without ``-config``, ``$XDG_CONFIG_HOME/sync-workers/config.yaml`` is read when it exists.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ from pathlib import Path
 
 import orjson
 
-from sync_workers import __version__
+from sync_workers import __version__, status
 from sync_workers.config import Config, SourceConfig, load
-from sync_workers.errors import ConfigError, Fatal, Retryable, Stopped
+from sync_workers.errors import AuthRefused, ConfigError, Fatal, Retryable, Stopped
+from sync_workers.exits import EXIT_AUTH, EXIT_OK, EXIT_PENDING, EXIT_USAGE, worst
+from sync_workers.fleet import Fleet, schedule_of
 from sync_workers.lock import Locked
 from sync_workers.logs import configure, get_logger
 from sync_workers.receiver import cli as serve_command
 from sync_workers.registry import SOURCES, source_class, source_options
-from sync_workers.runtime import Schedule, Supervisor, run_until_signal
-from sync_workers.state import QUARANTINE_AFTER, State
+from sync_workers.runtime import Supervisor, run_until_signal
+from sync_workers.state import State
 from sync_workers.worker import FileWorker, state_location
 
 __all__ = ["claude_code_main", "main", "worker_main"]
@@ -61,8 +66,17 @@ def _worker_parser(prog: str, worker: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def default_config() -> Path | None:
+    """``$XDG_CONFIG_HOME/sync-workers/config.yaml`` (else ``~/.config/...``) when it exists: what
+    people expect to be read without ``-config``, and where ``service install`` points units."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    path = Path(base) / "sync-workers" / "config.yaml"
+    return path if path.is_file() else None
+
+
 def _load(args: argparse.Namespace) -> Config:
-    config = load(args.config, source_options())
+    path = args.config or default_config()
+    config = load(str(path) if path else None, source_options())
     if args.state_dir:
         config = replace(config, worker=replace(config.worker, state_dir=args.state_dir))
     return config
@@ -72,16 +86,27 @@ def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, pr
     args = _worker_parser(prog, worker).parse_args(argv)
     name = worker or args.worker
     configure(args.log_level)
-    try:
+    cls = source_class(name)
+    named = {option: getattr(args, option) for option in cls.options if getattr(args, option, None)}
+    others = {o for c in SOURCES.values() for o in c.options} - set(cls.options)
+    other = [f"-{o.replace('_', '-')}" for o in sorted(others) if getattr(args, o, None)]
+    missing = [f"-{o.replace('_', '-')} {d}" for o, d in named.items() if not Path(d).expanduser().is_dir()]
+    if other or missing:
+        problem = (f"{', '.join(other)} is not a flag of {name} (its folder flags:"
+                   f" {', '.join('-' + o.replace('_', '-') for o in cls.options)})" if other
+                   else f"no such folder: {', '.join(missing)}")
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def configured() -> Config:
         config = _load(args)
-        cls = source_class(name)
-        options = dict(config.source(name).options)
-        for option in cls.options:
-            if getattr(args, option, None):
-                options[option] = getattr(args, option)
-        config = replace(config, sources={**config.sources, name: SourceConfig(True, options)})
+        options = {**config.source(name).options, **named}  # the command line wins, at every reload too
+        return replace(config, sources={**config.sources, name: SourceConfig(True, options)})
+
+    try:
+        config = configured()
         dry_run = _print_batch if args.dry_run else None
-        source = cls(options)
+        source = cls(config.source(name).options)
         if args.dry_run:
             # Read the cursors if there are any; never create or write state.
             state_path, namespace = state_location(name, config)
@@ -90,21 +115,23 @@ def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, pr
                                     namespace=namespace))
         if args.once:
             return _once(FileWorker(source, config, once=True))
-        return _daemon([FileWorker(source, config)], config)
+        return _daemon(Fleet(configured, [name], get_logger()))
     except (ConfigError, Locked) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
-def _daemon(workers: list[FileWorker], config: Config) -> int:
-    """Run as a daemon. A worker that cannot start ends the process at once, non-zero."""
+def _daemon(fleet: Fleet) -> int:
+    """Run as a daemon until a signal; SIGHUP reloads the config. A worker that cannot start ends
+    the process at once, non-zero."""
+    supervisor = Supervisor(fleet.workers(), schedule_of(fleet.config), get_logger())
     try:
-        return run_until_signal(Supervisor(workers, _schedule(config), get_logger()))
+        return run_until_signal(supervisor, lambda: fleet.reload(supervisor))
     except (ConfigError, Locked):
         raise
     except Exception as exc:
         print(f"error: could not start: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_PENDING
 
 
 def _once(worker: FileWorker) -> int:
@@ -118,19 +145,15 @@ def _once(worker: FileWorker) -> int:
         report = worker.check()
     except Fatal as exc:
         print(f"error: {worker.name}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_AUTH if isinstance(exc, AuthRefused) else EXIT_PENDING
     except (Retryable, Stopped) as exc:
         print(f"error: {worker.name}: not everything was delivered, the rest stays queued in the"
               f" outbox for the next run: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_PENDING
     finally:
         worker.stop()
     print(report.summary(), file=sys.stderr if worker.dry_run else sys.stdout)
-    return 1 if report.totals.dead_lettered else 0
-
-
-def _schedule(config: Config) -> Schedule:
-    return Schedule(config.worker.check_interval, config.worker.schedule)
+    return EXIT_PENDING if report.totals.dead_lettered else EXIT_OK
 
 
 def _print_batch(body: bytes) -> None:
@@ -153,10 +176,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parse = commands.add_parser("parse", help="print standard-schema conversations as JSON lines")
     parse.add_argument("worker", choices=sorted(SOURCES))
     parse.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    status = commands.add_parser("status", help="files tracked, pending and dead-lettered batches")
-    _common(status)
+    show = commands.add_parser("status", help="per worker: files, last check and success, outbox, dead letters,"
+                               " errors, daemon; exit 1 dead letters, 3 token refused")
+    _common(show)
+    show.add_argument("workers", nargs="*", metavar="WORKER", help="only these (default: every worker)")
+    show.add_argument("--json", "-json", action="store_true", help="one JSON document on stdout")
+    retry = commands.add_parser("retry-dead", help="move dead-lettered batches back to the outbox")
+    _common(retry)
+    retry.add_argument("workers", nargs="*", metavar="WORKER", help="only these (default: every worker)")
     _common(serve_command.add_parser(commands))  # the receiver; FastAPI is imported only by `serve`
     args = parser.parse_args(argv)
+    unknown = [w for w in getattr(args, "workers", None) or () if w not in SOURCES]
+    if unknown:
+        parser.error(f"unknown worker {', '.join(unknown)} (known: {', '.join(SOURCES)})")
     configure(getattr(args, "log_level", "warning"))
     try:
         if args.command == "parse":
@@ -165,11 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve_command.run(args, config)
         if args.command == "status":
-            return _status(config)
-        return _run(config, args.once)
+            return status.run(config, args.json, args.workers or None)
+        if args.command == "retry-dead":
+            return _retry_dead(config, args.workers or list(SOURCES))
+        if args.once:
+            return worst([_once(w) for w in Fleet(lambda: config, None, get_logger()).workers(once=True)])
+        return _daemon(Fleet(lambda: _load(args), None, get_logger()))
     except (ConfigError, Locked) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 def _parse(name: str, paths: list[Path]) -> int:
@@ -199,38 +235,25 @@ def _parse(name: str, paths: list[Path]) -> int:
     return 0
 
 
-def _run(config: Config, once: bool) -> int:
-    names = [n for n in SOURCES if config.source(n).enabled]
-    workers = [FileWorker(SOURCES[n](config.source(n).options), config, once=once) for n in names]
-    if once:
-        return max((_once(w) for w in workers), default=0)
-    return _daemon(workers, config)
-
-
-def _status(config: Config) -> int:
-    for name in SOURCES:
+def _retry_dead(config: Config, names: list[str]) -> int:
+    """Dead letters back into the outbox, due now; a running daemon sends them within its next wait
+    (5 minutes at most), the next run of a stopped one at its start."""
+    moved = 0
+    for name in names:
         path, namespace = state_location(name, config)
         if not State.exists(path, namespace):
-            print(f"{name}: never run (no state in {path})")
             continue
         state = State(path, namespace)
         try:
-            pending = state.outbox.pending()
-            outbox = state.outbox.stats()
-            meta = state.meta()
-            print(f"{name}: {state.file_count()} files tracked, last check {meta.get('last_check', 'never')},"
-                  f" {outbox.batches} batches pending ({outbox.parked} parked),"
-                  f" {outbox.dead_letters} dead-lettered")
-            for item in pending[:5]:
-                parked = ", parked" if item.parked else ""
-                print(f"  pending {item.batch_id}: {item.messages} messages, {item.attempts} attempts{parked}"
-                      f"{': ' + item.last_error if item.last_error else ''}")
-            for failure in state.failures():
-                print(f"  {'quarantined' if failure.count >= QUARANTINE_AFTER else 'failing'} {failure.path}:"
-                      f" {failure.error} ({failure.count} checks)")
+            count = state.outbox.retry_dead()
         finally:
             state.close()
-    return 0
+        if count:
+            print(f"{name}: {count} dead-lettered batches moved back to the outbox")
+        moved += count
+    if not moved:
+        print("no dead-lettered batches")
+    return EXIT_OK
 
 
 def claude_code_main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,8 @@ EVENTS = frozenset({
     "outbox.full", "outbox.resumed", "outbox.pending", "outbox.unparked",
     "sender.crashed", "sender.abandoned",
     "checkpoint.failed", "checkpoint.forced",
-    "config.reloaded", "schedule.next", "stop.requested", "stop.timeout",
+    "config.reloaded", "config.reload_failed", "worker.start_failed", "schedule.next", "stop.requested",
+    "stop.timeout",
     "permissions.tightened",
 })
 

@@ -12,6 +12,7 @@ them work at once); every method that changes several rows does it in one transa
 
 from __future__ import annotations
 
+import gzip
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS {outbox} (
     strikes INTEGER NOT NULL DEFAULT 0,
     parked INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS {dead_letters} (
     batch_id TEXT PRIMARY KEY,
     body BLOB NOT NULL,
@@ -80,7 +82,10 @@ class Outbox:
 
     def __init__(self, db: sqlite3.Connection, namespace: str = "") -> None:
         self.db = db
-        self.names = {"outbox": f"{namespace}outbox", "dead_letters": f"{namespace}dead_letters"}
+        # meta is the state's table (``State.meta``): the sender writes its outcomes there through its own
+        # connection, so ``status`` can show them from another process.
+        self.names = {"outbox": f"{namespace}outbox", "dead_letters": f"{namespace}dead_letters",
+                      "meta": f"{namespace}meta"}
         db.executescript(SCHEMA.format(**self.names))
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({self.names['outbox']})")}
         for name, kind in _ADDED.items():
@@ -181,3 +186,35 @@ class Outbox:
     def dead_letters(self) -> list[tuple[str, int | None, str]]:
         sql = self._q("SELECT batch_id, status, reason FROM {dead_letters} ORDER BY created_at")
         return self.db.execute(sql).fetchall()
+
+    def retry_dead(self) -> int:
+        """Move every dead letter back to the outbox, due now, with fresh counters: after a person fixed
+        what refused them (a receiver's schema, a proxy). One transaction; returns how many moved."""
+        with transaction(self.db) as db:
+            rows = db.execute(self._q("SELECT batch_id, body, created_at FROM {dead_letters} ORDER BY created_at"))
+            moved = 0
+            for batch_id, body, _created in rows.fetchall():
+                conversations, messages, raw_bytes = _measure(body)
+                db.execute(self._q("INSERT OR IGNORE INTO {outbox} (batch_id, body, conversations, messages,"
+                                   " raw_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
+                           (batch_id, body, conversations, messages, raw_bytes, time.time()))
+                db.execute(self._q("DELETE FROM {dead_letters} WHERE batch_id = ?"), (batch_id,))
+                moved += 1
+            return moved
+
+    def note(self, **values: str | None) -> None:
+        """Record outcomes in the state's meta (None deletes a key): ``last_success``, ``last_error``,
+        ``auth_refused``; read by ``sync-workers status`` from another process."""
+        with transaction(self.db) as db:
+            for key, value in values.items():
+                if value is None:
+                    db.execute(self._q("DELETE FROM {meta} WHERE key = ?"), (key,))
+                else:
+                    db.execute(self._q("INSERT OR REPLACE INTO {meta} VALUES (?, ?)"), (key, value))
+
+
+def _measure(body: bytes) -> tuple[int, int, int]:
+    """(conversations, messages, raw bytes) of a stored gzipped batch body: dead letters keep only the body."""
+    raw = gzip.decompress(body)
+    conversations = orjson.loads(raw).get("conversations") or []
+    return len(conversations), sum(len(c.get("messages") or ()) for c in conversations), len(raw)

@@ -8,7 +8,9 @@ restarted (stopped and started again) with backoff. A worker that crashes ``MAX_
 in a row ends the process with exit code ``EXIT_CRASHED``, so a service manager sees it and
 restarts or reports it. SIGTERM/SIGINT stop the loops within ``STOP_SECONDS`` (the check in
 progress ends after its current batch; everything committed stays committed); a second signal
-exits at once.
+exits at once. SIGHUP calls the caller's ``reload`` (``sync_workers.fleet``), which adds, removes and
+restarts workers through :meth:`Supervisor.add` and :meth:`Supervisor.remove`: a removed worker
+stops as at SIGTERM, so what it had pending stays in its outbox for the next worker on that state.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sync_workers.errors import Fatal, Retryable, Stopped
+from sync_workers.errors import AuthRefused, Fatal, Retryable, Stopped
+from sync_workers.exits import EXIT_AUTH, EXIT_CRASHED, EXIT_OK
 from sync_workers.protocol import Worker
 
 __all__ = ["EXIT_CRASHED", "Schedule", "Supervisor", "run_until_signal"]
@@ -29,7 +32,6 @@ DEBOUNCE_SECONDS = 0.5
 MAX_DEBOUNCE_SECONDS = 5.0
 MAX_CRASHES = 5
 STOP_SECONDS = 20.0
-EXIT_CRASHED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,11 @@ class Supervisor:
         self.stop_event = threading.Event()
         self.failed = threading.Event()
         """Set when a worker kept crashing: the process should end, non-zero."""
+        self.refused = False
+        """Set by :meth:`stop` when a worker's server had refused its token: the exit code says so."""
         self.threads: list[threading.Thread] = []
+        self.halts: dict[str, threading.Event] = {}
+        """Per worker: set to stop that one (a reload removing it) or all of them (``stop``)."""
 
     def start(self) -> None:
         """Start every worker, or none: a worker that cannot start stops those already started."""
@@ -72,20 +78,44 @@ class Supervisor:
                 worker.stop()
             raise
         for worker in self.workers:
-            thread = threading.Thread(target=self._loop, args=(worker,), name=f"worker-{worker.name}", daemon=True)
-            thread.start()
-            self.threads.append(thread)
+            self._spawn(worker)
+
+    def _spawn(self, worker: Worker) -> None:
+        self.halts[worker.name] = threading.Event()
+        thread = threading.Thread(target=self._loop, args=(worker,), name=f"worker-{worker.name}", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def add(self, worker: Worker) -> None:
+        """Start one more worker beside the running ones (a reload). Raises when it cannot start."""
+        worker.start(watch=True)  # type: ignore[call-arg]
+        self.workers.append(worker)
+        self._spawn(worker)
+
+    def remove(self, name: str, timeout: float = STOP_SECONDS) -> bool:
+        """Stop one worker as SIGTERM would, and forget it; False when it did not finish in time."""
+        index = next(i for i, w in enumerate(self.workers) if w.name == name)
+        worker, thread = self.workers.pop(index), self.threads.pop(index)
+        self.halts.pop(name).set()
+        return self._halt([(worker, thread)], timeout)
 
     def stop(self, timeout: float = STOP_SECONDS) -> bool:
         """Stop every worker within ``timeout`` seconds; False when one did not finish in time
         (the process may still exit: each batch is committed in one transaction)."""
         self.stop_event.set()
-        for worker in self.workers:
+        for halt in self.halts.values():
+            halt.set()
+        self.refused = any(isinstance(getattr(getattr(w, "sender", None), "fatal", None), AuthRefused)
+                           for w in self.workers)
+        return self._halt(list(zip(self.workers, self.threads, strict=False)), timeout)
+
+    def _halt(self, pairs: list[tuple[Worker, threading.Thread]], timeout: float) -> bool:
+        for worker, _ in pairs:
             worker.stopping.set()  # type: ignore[attr-defined]
             worker.changed.set()
         deadline = time.monotonic() + timeout
         clean = True
-        for worker, thread in zip(self.workers, self.threads, strict=False):
+        for worker, thread in pairs:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 clean = False
@@ -96,10 +126,11 @@ class Supervisor:
 
     def _loop(self, worker: Worker) -> None:
         log = self.log.bind(worker=worker.name)  # type: ignore[attr-defined]
+        halt = self.halts[worker.name]
         crashes = 0
         due = time.time()  # a check at start picks up what happened while stopped
-        while not self.stop_event.is_set():
-            if not self._wait(worker, due):
+        while not halt.is_set():
+            if not self._wait(worker, due, halt):
                 break
             try:
                 worker.check()
@@ -112,14 +143,14 @@ class Supervisor:
                 log.warning("outbox.pending", error=str(exc))
             except Exception as exc:  # a bug or a broken disk: restart this worker, with backoff
                 crashes += 1
-                if not self._restart(worker, log, exc, crashes):
+                if not self._restart(worker, log, exc, crashes, halt):
                     return
                 due = time.time()  # a restarted worker checks at once, as at start
                 continue
             due = self.schedule.next_after(time.time())
             log.debug("schedule.next", at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due)))
 
-    def _restart(self, worker: Worker, log: object, exc: Exception, crashes: int) -> bool:
+    def _restart(self, worker: Worker, log: object, exc: Exception, crashes: int, halt: threading.Event) -> bool:
         """Log the crash with its traceback, stop the worker and start it again after a backoff.
         False when it crashed too often: the supervisor then ends the process, non-zero."""
         log.exception("worker.crashed", error=repr(exc), crashes=crashes)  # type: ignore[attr-defined]
@@ -133,61 +164,76 @@ class Supervisor:
             worker.stop()
         except Exception as close_exc:
             log.exception("worker.crashed", error=repr(close_exc), stage="stop")  # type: ignore[attr-defined]
-        if self.stop_event.wait(delay):
+        if halt.wait(delay):
             return False
         try:
             worker.start(watch=True)  # type: ignore[call-arg]
         except Exception as start_exc:
-            return self._restart(worker, log, start_exc, crashes + 1)
+            return self._restart(worker, log, start_exc, crashes + 1, halt)
         return True
 
-    def _wait(self, worker: Worker, due: float) -> bool:
+    def _wait(self, worker: Worker, due: float, halt: threading.Event) -> bool:
         """Until a change settles or the schedule is due; False when stopping."""
-        while not self.stop_event.is_set():
+        while not halt.is_set():
             remaining = due - time.time()
             if remaining <= 0:
                 return True
             if worker.changed.wait(remaining):
-                if self.stop_event.is_set():
+                if halt.is_set():
                     return False
-                self._settle(worker)
+                self._settle(worker, halt)
                 return True
         return False
 
-    def _settle(self, worker: Worker) -> None:
+    def _settle(self, worker: Worker, halt: threading.Event) -> None:
         """Let a burst of writes finish: wait for a quiet spell, at most MAX_DEBOUNCE_SECONDS."""
         deadline = time.time() + MAX_DEBOUNCE_SECONDS
-        while time.time() < deadline and not self.stop_event.is_set():
+        while time.time() < deadline and not halt.is_set():
             worker.changed.clear()
             if not worker.changed.wait(DEBOUNCE_SECONDS):
                 return
 
 
-def run_until_signal(supervisor: Supervisor) -> int:
+def run_until_signal(supervisor: Supervisor, reload: Callable[[], None] | None = None) -> int:
     """Run until SIGTERM or SIGINT, or until a worker kept crashing; a second signal exits at once.
+    SIGHUP calls ``reload`` in this thread (a reload never races a stop); without one it is ignored.
 
-    Returns the exit code: 0 after a signal, ``EXIT_CRASHED`` when a worker gave up. A worker
-    that cannot start raises (``Fatal``, ``Locked``, ...) before anything runs."""
-    done = threading.Event()
+    Returns the exit code: 0 after a signal, ``EXIT_AUTH`` when a server was refusing a worker's
+    token at that moment, ``EXIT_CRASHED`` when a worker gave up. A worker that cannot start raises
+    (``Fatal``, ``Locked``, ...) before anything runs."""
+    wake = threading.Event()
     signalled = threading.Event()
+    hangups: list[int] = []
 
     def handle(signum: int, _frame: object) -> None:
         if signalled.is_set():
             os._exit(128 + signum)
         signalled.set()
-        done.set()
+        wake.set()
+
+    def hangup(_signum: int, _frame: object) -> None:
+        hangups.append(1)
+        wake.set()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
     try:
         supervisor.start()
-        watcher = threading.Thread(target=lambda: (supervisor.failed.wait(), done.set()), daemon=True,
+        watcher = threading.Thread(target=lambda: (supervisor.failed.wait(), wake.set()), daemon=True,
                                    name="supervisor-failed")
         watcher.start()
-        while not done.wait(1.0):
-            pass
+        while not (signalled.is_set() or supervisor.failed.is_set()):
+            wake.wait(1.0)
+            wake.clear()
+            if hangups and not signalled.is_set():
+                hangups.clear()
+                if reload is not None:
+                    reload()
         supervisor.log.info("stop.requested", signal=signalled.is_set())  # type: ignore[attr-defined]
         supervisor.stop()
-        return EXIT_CRASHED if supervisor.failed.is_set() else 0
+        if supervisor.failed.is_set():
+            return EXIT_CRASHED
+        return EXIT_AUTH if supervisor.refused else EXIT_OK
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

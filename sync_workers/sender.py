@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from sync_workers.commit import Totals
-from sync_workers.errors import Fatal, Retryable
+from sync_workers.errors import AuthRefused, Fatal, Retryable
 from sync_workers.outbox import Outbox, OutboxItem
 from sync_workers.sinks.http import Rejected, TooLarge, compress
 
@@ -175,6 +175,7 @@ class Sender:
             if item.parked and (count := outbox.unpark(time.time())):
                 self.log.info("outbox.unparked", batches=count)
             self.streak, self.fatal, self.last_error = 0, None, None
+            outbox.note(last_success=now_iso(), auth_refused=None)
             self.log.info("batch.sent", batch_id=item.batch_id, messages=item.messages,
                           inserted_messages=counts.inserted_messages)
 
@@ -192,6 +193,7 @@ class Sender:
             next_at = now + (wait if wait is not None else self._backoff(item.strikes + 1))
             # A little air before the next batch; a one-shot run retries this one within the run.
             self.pause_until = now + (self._backoff(tries) if self.once else self._backoff(1))
+        outbox.note(last_error=str(exc), last_error_at=now_iso())
         parked = outbox.failed(item.batch_id, str(exc), next_at, strike=not exc.unavailable,
                                park_after=self.park_after, parked_retry=self.parked_retry)
         if parked:
@@ -206,6 +208,8 @@ class Sender:
         self.streak += 1
         self.fatal, self.last_error = exc, str(exc)
         self.tries[item.batch_id] = self.once_attempts  # a one-shot run stops here
+        outbox.note(last_error=str(exc), last_error_at=now_iso(),
+                    auth_refused=str(exc) if isinstance(exc, AuthRefused) else None)
         self.pause_until = time.time() + self._backoff(self.streak)
         outbox.failed(item.batch_id, str(exc), self.pause_until, strike=False, park_after=self.park_after,
                       parked_retry=self.parked_retry)
@@ -213,6 +217,7 @@ class Sender:
 
     def _dead_letter(self, outbox: Outbox, item: OutboxItem, status: int | None, reason: str) -> None:
         outbox.dead_letter(item.batch_id, item.body, status, reason)
+        outbox.note(last_error=f"batch {item.batch_id} dead-lettered: HTTP {status}: {reason}", last_error_at=now_iso())
         with self.totals.lock:
             self.totals.dead_lettered += 1
         self.log.error("batch.dead_lettered", batch_id=item.batch_id, status=status, reason=reason)
@@ -243,3 +248,8 @@ def split(batch_id: str, body: bytes) -> list[tuple[str, bytes, int, int, int]] 
         raw = orjson.dumps({**data, "batch_id": half_id, "conversations": part})
         halves.append((half_id, compress(raw), len(part), sum(len(c["messages"]) for c in part), len(raw)))
     return halves
+
+
+def now_iso() -> str:
+    """The time as ``status`` shows it (UTC, seconds), the same form as the worker's ``last_check``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

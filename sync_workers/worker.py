@@ -196,6 +196,9 @@ class FileWorker:
             raise  # the outbox is full and nothing drains it: what was committed stays committed
         except Exception as exc:  # a source's own bug: what it yielded so far is still committed below
             self.log.exception("check.failed", error=repr(exc))
+            if self.dry_run is None:
+                state.set_meta("last_error", f"check failed: {exc!r}"[:500])
+                state.set_meta("last_error_at", _now())
             report.stats.failures.append(FileFailure(f"<{self.name} scan>", repr(exc)))
         final = batcher.flush()
         if final is not None:
@@ -212,7 +215,12 @@ class FileWorker:
             self._finish_sending()
         report.seconds = time.monotonic() - started
         if self.dry_run is None:
-            state.set_meta("last_check", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            now = _now()
+            state.set_meta("last_check", now)
+            # A success is everything read also delivered: archived, or no batch left waiting. With a
+            # server the sender also records one per acknowledged batch (``Outbox.note``).
+            if self.sender is None or state.outbox.next_due() is None:
+                state.set_meta("last_success", now)
         self.log.info("check.finished", files=report.stats.files, read=report.stats.files_read,
                       bytes=report.stats.bytes_read, messages=report.totals.messages,
                       seconds=round(report.seconds, 3))
@@ -266,6 +274,10 @@ class FileWorker:
         if watched:
             observer.start()
             self.observer = observer
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _size(n: int) -> str:

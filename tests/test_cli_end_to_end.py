@@ -135,7 +135,7 @@ def test_wrong_token_stops_with_a_clear_error_and_keeps_everything(tmp_path, cor
         config = write_config(tmp_path, receiver.url, projects)
         bad = sync_worker("claude_code", "-config", str(config), "--once",
                           env={**env, "SYNC_WORKER_TOKEN": "tok-REVOKED-5f3a9c"})
-        assert bad.returncode == 1
+        assert bad.returncode == 3  # auth refused: a person must act (exits.EXIT_AUTH)
         assert "refused the worker token" in bad.stderr
         assert "tok-REVOKED-5f3a9c" not in bad.stderr + bad.stdout, "the token must never be logged"
         assert receiver.messages() == 0
