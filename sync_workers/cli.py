@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from sync_workers import __version__, status
+from sync_workers import __version__, service, status
 from sync_workers.config import Config, SourceConfig, load
 from sync_workers.errors import AuthRefused, ConfigError, Fatal, Retryable, Stopped
 from sync_workers.exits import EXIT_AUTH, EXIT_OK, EXIT_PENDING, EXIT_USAGE, worst
@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     retry = commands.add_parser("retry-dead", help="move dead-lettered batches back to the outbox")
     _common(retry)
     retry.add_argument("workers", nargs="*", metavar="WORKER", help="only these (default: every worker)")
+    service.add_parser(commands, _common)
     _common(serve_command.add_parser(commands))  # the receiver; FastAPI is imported only by `serve`
     args = parser.parse_args(argv)
     unknown = [w for w in getattr(args, "workers", None) or () if w not in SOURCES]
@@ -200,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status.run(config, args.json, args.workers or None)
         if args.command == "retry-dead":
             return _retry_dead(config, args.workers or list(SOURCES))
+        if args.command == "service":
+            return service.run(args, config)
         if args.once:
             return worst([_once(w) for w in Fleet(lambda: config, None, get_logger()).workers(once=True)])
         return _daemon(Fleet(lambda: _load(args), None, get_logger()))
