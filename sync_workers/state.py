@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS {files} (
     head_len INTEGER, head_md5 TEXT,
     offset INTEGER NOT NULL DEFAULT 0,
     parser_state TEXT NOT NULL DEFAULT '{{}}',
-    doc_md5 TEXT
+    doc_md5 TEXT,
+    tail_len INTEGER NOT NULL DEFAULT 0,
+    tail_md5 TEXT
 );
 CREATE TABLE IF NOT EXISTS {acked} (
     conversation_id TEXT NOT NULL,
@@ -56,6 +58,8 @@ CREATE TABLE IF NOT EXISTS {failures} (
     at REAL NOT NULL
 );
 """
+_ADDED_FILE_COLUMNS = {"tail_len": "INTEGER NOT NULL DEFAULT 0", "tail_md5": "TEXT"}
+"""Columns of ``files`` added after the first release: added to an existing state file when opened."""
 
 
 @dataclass(slots=True)
@@ -72,6 +76,12 @@ class FileCursor:
     offset: int = 0
     parser_state: dict[str, Any] = field(default_factory=dict)
     doc_md5: str | None = None
+    tail_len: int = 0
+    """How many bytes just before ``offset`` ``tail_md5`` covers (at most ``sources.append.TAIL_BYTES``)."""
+    tail_md5: str | None = None
+    """MD5 of those bytes: a file rewritten behind the cursor with the same head is caught by it, so a
+    grown file is read on from ``offset`` only when what precedes it is still what was read (None: a
+    cursor saved before this column existed, trusted as before)."""
 
 
 @dataclass(slots=True)
@@ -125,8 +135,17 @@ class State:
         self.namespace = namespace
         self.db = connect(path)
         self.db.executescript(_SCHEMA.format(**self.names))
+        self._migrate()
         self.outbox = Outbox(self.db, namespace)
         self.failing = {row[0] for row in self.db.execute(self._q("SELECT path FROM {failures}"))}
+
+    def _migrate(self) -> None:
+        """Add the columns a state file written by an older version lacks (``CREATE TABLE IF NOT
+        EXISTS`` leaves an existing table as it was)."""
+        columns = {row[1] for row in self.db.execute(self._q("PRAGMA table_info({files})"))}
+        for name, kind in _ADDED_FILE_COLUMNS.items():
+            if name not in columns:
+                self.db.execute(self._q(f"ALTER TABLE {{files}} ADD COLUMN {name} {kind}"))
 
     @staticmethod
     def exists(path: str | Path, namespace: str = "") -> bool:
@@ -155,11 +174,12 @@ class State:
     def cursors(self) -> dict[str, FileCursor]:
         """Every file cursor, in one query: a scan looks them up in memory, not per file."""
         rows = self.db.execute(
-            self._q("SELECT path, dev, ino, size, mtime_ns, head_len, head_md5, offset, parser_state, doc_md5"
-            " FROM {files}")
+            self._q("SELECT path, dev, ino, size, mtime_ns, head_len, head_md5, offset, parser_state, doc_md5,"
+            " tail_len, tail_md5 FROM {files}")
         )
         return {
-            row[0]: FileCursor(*row[:8], parser_state=orjson.loads(row[8]), doc_md5=row[9]) for row in rows
+            row[0]: FileCursor(*row[:8], parser_state=orjson.loads(row[8]), doc_md5=row[9], tail_len=row[10],
+                               tail_md5=row[11]) for row in rows
         }
 
     def forget_files(self, paths: list[str]) -> None:
@@ -205,10 +225,10 @@ class State:
         if advance.cursors:
             db.executemany(
                 self._q("INSERT OR REPLACE INTO {files} (path, dev, ino, size, mtime_ns, head_len, head_md5, offset,"
-                " parser_state, doc_md5) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                " parser_state, doc_md5, tail_len, tail_md5) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 [
                     (c.path, c.dev, c.ino, c.size, c.mtime_ns, c.head_len, c.head_md5, c.offset,
-                     orjson.dumps(c.parser_state).decode(), c.doc_md5)
+                     orjson.dumps(c.parser_state).decode(), c.doc_md5, c.tail_len, c.tail_md5)
                     for c in advance.cursors
                 ],
             )

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
@@ -261,8 +260,6 @@ def test_session_files_state_machine(record_property) -> None:
     assert FIGURES["checks"] >= FIGURES["examples"]
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a file over 64 KiB truncated and grown past its old size"
-                   " between two checks keeps its head MD5, so it is read on from the old offset, not from 0")
 def test_truncated_then_regrown_past_the_old_size_between_checks_loses_nothing(tmp_path: Path) -> None:
     machine = SessionFiles()
     try:

@@ -7,8 +7,10 @@ chunk size matters.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,42 @@ def test_changed_head_with_larger_size_is_read_again_from_zero(h: Harness) -> No
     assert report.stats.bytes_read == h.path.stat().st_size
     assert h.ids() == ["user-0007", "user-0002", "user-0003", "user-0004"]
     assert h.messages()[0]["text"] == "a different first prompt"
+
+
+def test_rewritten_behind_the_cursor_with_the_same_head_and_a_larger_size_is_read_again_from_zero(
+        h: Harness) -> None:
+    big = user(1, "x" * 70_000)  # the head (first 64 KiB) is this line alone, before and after
+    h.path.write_bytes(big + user(2) + user(3))
+    h.check()
+    inode = h.path.stat().st_ino
+    h.path.write_bytes(big + user(7, "rewritten") + user(8) + user(9) + user(10))  # in place, grown past the old end
+    assert h.path.stat().st_ino == inode
+    report = h.check()
+    assert report.stats.bytes_read == h.path.stat().st_size
+    assert h.ids() == ["user-0001", "user-0007", "user-0008", "user-0009", "user-0010"]
+    h.append(user(11))
+    assert h.check().stats.bytes_read == len(user(11))  # and it goes on from the new end
+    assert h.ids() == ["user-0011"]
+
+
+def test_a_cursor_saved_before_the_tail_fingerprint_is_trusted_then_given_one(h: Harness) -> None:
+    h.path.write_bytes(user(1) + user(2))
+    h.check()
+    db = sqlite3.connect(h.state_path)  # the files table as an older version wrote it
+    with db:
+        db.execute("ALTER TABLE files DROP COLUMN tail_md5")
+        db.execute("ALTER TABLE files DROP COLUMN tail_len")
+    db.close()
+    h.append(user(3))
+    assert h.check().stats.bytes_read == len(user(3))  # read on from the old cursor, not from 0
+    assert h.ids() == ["user-0003"]
+    state = State(h.state_path)
+    try:
+        cursor = state.cursors()[str(h.path)]
+    finally:
+        state.close()
+    assert cursor.tail_len == h.path.stat().st_size
+    assert cursor.tail_md5 == hashlib.md5(h.path.read_bytes()).hexdigest()
 
 
 # -- partial lines, chunks -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, BinaryIO
 
 from parsers.base import Chunk, ChunkParser
 from parsers.errors import ParseIssue
@@ -23,9 +23,11 @@ from parsers.schema import Conversation
 from sync_workers.sources.issues import FileIssues
 from sync_workers.state import Advance, FileCursor
 
-__all__ = ["HEAD_BYTES", "AppendRead", "ChunkRead", "identity", "read_chunk", "read_lines"]
+__all__ = ["HEAD_BYTES", "TAIL_BYTES", "AppendRead", "ChunkRead", "identity", "read_chunk", "read_lines"]
 
 HEAD_BYTES = 64 * 1024
+TAIL_BYTES = 4 * 1024
+"""A cursor also fingerprints the bytes just before its offset (``FileCursor.tail_md5``), at most this many."""
 
 
 @dataclass(slots=True)
@@ -40,6 +42,8 @@ class ChunkRead:
     length: int
     at_end: bool
     ends_in_newline: bool
+    tail: bytes = b""
+    """The last ``TAIL_BYTES`` (at most) of what the parser consumed: the new cursor's fingerprint."""
 
 
 @dataclass(slots=True)
@@ -66,8 +70,9 @@ def read_chunk(request: ReadRequest, finish: Callable[[list[Conversation]], None
     parsed = request.parse(Chunk(data, request.path, request.position, request.state, request.hints, at_end))
     if finish is not None:
         finish(parsed.conversations)
-    return ChunkRead(parsed.conversations, parsed.consumed, parsed.state, parsed.records, parsed.issues,
-                     len(data), at_end, data.endswith(b"\n"))
+    consumed = parsed.consumed
+    return ChunkRead(parsed.conversations, consumed, parsed.state, parsed.records, parsed.issues,
+                     len(data), at_end, data.endswith(b"\n"), data[max(0, consumed - TAIL_BYTES):consumed])
 
 
 def read_lines(path: str, position: int, length: int, size: int) -> bytes:
@@ -110,8 +115,12 @@ def identity(path: str, st: os.stat_result, head: bytes) -> FileCursor:
 class AppendRead:
     """One file's read from its cursor to the size it had at stat time (growth is the next check's).
 
-    A file whose identity still matches its cursor (same inode, head unchanged, not shrunk) is
-    read from the cursor's offset with the parser state saved there; any other from 0.
+    A file whose identity still matches its cursor (same inode, head unchanged, not shrunk, and the
+    bytes just before the offset still those read: ``FileCursor.tail_md5``) is read from the cursor's
+    offset with the parser state saved there; any other from 0. The tail costs one read of at most
+    ``TAIL_BYTES`` per grown file: a file over 64 KiB truncated and written past its old size between
+    two checks keeps its head, and would otherwise be read on from the old offset, losing what was
+    rewritten before it.
     """
 
     def __init__(
@@ -126,15 +135,20 @@ class AppendRead:
         self.chunk_bytes = chunk_bytes
         with open(path, "rb") as handle:
             head = handle.read(min(self.size, HEAD_BYTES))
-        self.identity = identity(path, st, head)
-        self.position, self.state = 0, {}
-        if cursor is not None and cursor.ino == st.st_ino and cursor.dev == st.st_dev and self.size >= cursor.offset:
-            # Compare over the length hashed last time: a small file's head grows with it. A file of
-            # 64 KiB or more has the same head length both times, so its digest is reused, not redone.
-            same = (self.identity.head_md5 if cursor.head_len == len(head)
-                    else hashlib.md5(head[: cursor.head_len], usedforsecurity=False).hexdigest())
-            if same == cursor.head_md5:
-                self.position, self.state = cursor.offset, cursor.parser_state
+            self.identity = identity(path, st, head)
+            self.position, self.state = 0, {}
+            self.tail = b""
+            """The bytes just before ``position`` (at most TAIL_BYTES), known to be the file's."""
+            if cursor is not None and cursor.ino == st.st_ino and cursor.dev == st.st_dev \
+                    and self.size >= cursor.offset:
+                # Compare over the length hashed last time: a small file's head grows with it. A file of
+                # 64 KiB or more has the same head length both times, so its digest is reused, not redone.
+                same = (self.identity.head_md5 if cursor.head_len == len(head)
+                        else hashlib.md5(head[: cursor.head_len], usedforsecurity=False).hexdigest())
+                if same == cursor.head_md5:
+                    tail = _before(handle, cursor.offset)
+                    if _tail_matches(cursor, tail):
+                        self.position, self.state, self.tail = cursor.offset, cursor.parser_state, tail
         self.want = chunk_bytes
         self.done = self.position >= self.size
         self.saved = False
@@ -170,6 +184,8 @@ class AppendRead:
         stats.records += read.records
         self.issues.add(stats, read.issues, read.records, read.conversations)
         self.position += read.consumed
+        if read.consumed:
+            self.tail = (self.tail + read.tail)[-TAIL_BYTES:]
         self.state = read.state
         self.want = self.chunk_bytes
         self.done = read.at_end or read.consumed == 0
@@ -188,4 +204,22 @@ class AppendRead:
         return None if self.saved else Advance([self.cursor()])
 
     def cursor(self) -> FileCursor:
-        return replace(self.identity, offset=self.position, parser_state=self.state)
+        return replace(self.identity, offset=self.position, parser_state=self.state, tail_len=len(self.tail),
+                       tail_md5=hashlib.md5(self.tail, usedforsecurity=False).hexdigest())
+
+
+def _before(handle: BinaryIO, offset: int) -> bytes:
+    """The (at most) TAIL_BYTES bytes before ``offset``: short when the file shrank under us."""
+    length = min(offset, TAIL_BYTES)
+    return os.pread(handle.fileno(), length, offset - length) if length else b""
+
+
+def _tail_matches(cursor: FileCursor, tail: bytes) -> bool:
+    """Whether the bytes before the cursor's offset are still those it fingerprinted. A cursor from a
+    version that kept no fingerprint (``tail_md5`` None) is trusted, as it was then; its next save has one."""
+    if cursor.tail_md5 is None:
+        return True
+    if cursor.tail_len == 0 or len(tail) < cursor.tail_len:
+        return cursor.offset == 0
+        return False
+    return hashlib.md5(tail[len(tail) - cursor.tail_len:], usedforsecurity=False).hexdigest() == cursor.tail_md5

@@ -5,10 +5,12 @@ all of it while smaller; a growing small file is compared over the length hashed
 check (ARCHITECTURE.md, "Noticing change"):
 
 * same identity, size and mtime: skipped without opening it;
-* grown with the same head (append-only JSONL): read from the saved offset, in chunks of at most
+* grown with the same head and the same bytes just before the cursor (``FileCursor.tail_md5``;
+  append-only JSONL): read from the saved offset, in chunks of at most
   ``chunk_bytes``, so memory stays bounded whatever the file's size (``sources.append``); a
   backfill can spread the files over worker processes (``sources.parallel``);
-* head changed, inode changed or shrunk (replaced, truncated, rotated): read again from 0;
+* head or the bytes before the cursor changed, inode changed or shrunk (replaced, truncated,
+  rotated, rewritten in place): read again from 0;
 * whole documents: parsed again only when the MD5 of the whole file changed, and only
   messages whose digest differs from the one last acknowledged are sent.
 
