@@ -1,0 +1,196 @@
+"""What a person drops into an export folder, found and opened the same way whatever its form.
+
+An export arrives as a zip (recognised by its signature, whatever its name), as the folder it was
+unpacked into, or as a bare ``conversations.json``. :func:`find_exports` lists the exports in a
+watched folder; :func:`open_export` opens one as a set of named members to stream, so the reading
+code never cares which form it was. Hidden files and a browser's partial downloads (``.part``,
+``.crdownload``, ``.download``, ``.tmp``) are passed over; a symlink is reported and not followed
+(a Downloads folder is written by browsers and other programs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from sync_workers.exports.archive import MAX_MEMBERS, ArchiveError, SafeZip, is_zip
+
+__all__ = ["Export", "Ident", "Opened", "find_exports", "identify", "md5_of", "open_export", "select_members"]
+
+Kind = Literal["zip", "folder", "json"]
+_PARTIAL = (".part", ".crdownload", ".download", ".tmp", ".partial")
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Ident:
+    """An export's identity on disk: for a folder the folder's inode with its conversation files'
+    total size and newest mtime. Equal idents: nothing to read."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(slots=True)
+class Export:
+    """One export being read: where it is, its form, every file in it (relative names: attachments
+    are matched against them), and a dict where a source keeps what it derives once per export."""
+
+    path: Path
+    kind: Kind
+    names: list[str]
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+class Opened:
+    """An open export: its file names, their sizes, and ``open(name)`` giving a stream of one."""
+
+    def __init__(self, path: Path, kind: Kind, names: list[str], sizes: dict[str, int],
+                 opener: Callable[[str], Any]) -> None:
+        self.export = Export(path, kind, names)
+        self.sizes = sizes
+        self._opener = opener
+
+    @property
+    def names(self) -> list[str]:
+        return self.export.names
+
+    def open(self, name: str) -> Any:
+        """A context manager giving the member's bytes as a stream."""
+        return self._opener(name)
+
+
+def select_members(names: list[str], pattern: re.Pattern[str]) -> list[str]:
+    """The conversation files among ``names``: base name matching ``pattern``, at the export's top
+    or one folder down (zips made by hand often wrap everything in a folder), in name order (the
+    split ``conversations-000.json``, ``-001`` ... read in sequence)."""
+    return sorted(n for n in names if n.count("/") <= 1 and pattern.fullmatch(n.rsplit("/", 1)[-1]))
+
+
+def find_exports(folder: Path, pattern: re.Pattern[str]) -> tuple[list[tuple[Path, Kind]], list[tuple[Path, str]]]:
+    """The exports in a watched folder, and what was passed over for a reason worth reporting."""
+    found: list[tuple[Path, Kind]] = []
+    refused: list[tuple[Path, str]] = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return found, refused
+    for entry in entries:
+        name, path = entry.name, Path(entry.path)
+        if name.startswith(".") or name.endswith(_PARTIAL):
+            continue
+        if entry.is_symlink():
+            refused.append((path, "a symlink in the export folder: not followed"))
+        elif entry.is_dir(follow_symlinks=False):
+            if _folder_members(path, pattern):
+                found.append((path, "folder"))
+        elif entry.is_file(follow_symlinks=False):
+            kind = kind_of(path, pattern)
+            if kind is not None:
+                found.append((path, kind))
+            elif name.lower().endswith(".zip"):
+                refused.append((path, "named .zip but not a zip archive (no zip signature)"))
+    return found, refused
+
+
+def kind_of(path: Path, pattern: re.Pattern[str]) -> Kind | None:
+    """``zip`` by signature, ``json`` for a file named like a conversations file, else None."""
+    if is_zip(path):
+        return "zip"
+    return "json" if pattern.fullmatch(path.name) else None
+
+
+def _folder_members(folder: Path, pattern: re.Pattern[str]) -> list[str]:
+    """The conversation files of an unpacked export: only its top and the folders just under it
+    are listed (discovery runs at every check; a folder of thousands of images is not walked)."""
+    names: list[str] = []
+    try:
+        with os.scandir(folder) as top:
+            for entry in top:
+                if entry.is_file(follow_symlinks=False):
+                    names.append(entry.name)
+                elif entry.is_dir(follow_symlinks=False):
+                    with os.scandir(entry.path) as inner:
+                        names.extend(f"{entry.name}/{e.name}" for e in inner
+                                     if e.is_file(follow_symlinks=False) and pattern.fullmatch(e.name))
+    except OSError:
+        return []
+    return select_members(names, pattern)
+
+
+def _files(folder: Path, limit: int) -> Iterator[str]:
+    """Regular files under ``folder`` as relative names, symlinks not followed, at most ``limit``."""
+    count = 0
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs.sort()
+        base = os.path.relpath(root, folder)
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            if not stat.S_ISREG(os.lstat(full).st_mode):
+                continue
+            count += 1
+            if count > limit:
+                raise ArchiveError(folder, f"refused: more than {limit} files")
+            yield name if base == "." else f"{base}/{name}".replace(os.sep, "/")
+
+
+def identify(path: Path, kind: Kind, pattern: re.Pattern[str]) -> Ident | None:
+    """The export's :class:`Ident`, None when it is gone."""
+    try:
+        st = os.stat(path)
+        if kind != "folder":
+            return Ident(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        size = mtime = 0
+        for name in _folder_members(path, pattern):
+            member = os.stat(path / name)
+            size += member.st_size
+            mtime = max(mtime, member.st_mtime_ns)
+        return Ident(st.st_dev, st.st_ino, size, mtime)
+    except (OSError, ArchiveError):
+        return None
+
+
+def md5_of(path: Path, kind: Kind, pattern: re.Pattern[str]) -> str:
+    """MD5 of the export file (a folder: of its conversation files, in order): the same export
+    dropped twice, or downloaded again, is recognised by it."""
+    digest = hashlib.md5(usedforsecurity=False)
+    files = [path] if kind != "folder" else [path / name for name in _folder_members(path, pattern)]
+    for file in files:
+        with open(file, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def open_export(path: Path, kind: Kind) -> Iterator[Opened]:
+    """Open an export for reading; a zip is checked first (:class:`SafeZip`, ``ArchiveError``)."""
+    if kind == "zip":
+        with SafeZip(path) as archive:
+            yield Opened(path, kind, archive.names, archive.sizes, archive.open)
+        return
+    if kind == "json":
+        names = [path.name]
+        root = path.parent
+    else:
+        names = list(_files(path, limit=MAX_MEMBERS))
+        root = path
+    sizes = {name: os.lstat(root / name).st_size for name in names}
+
+    @contextmanager
+    def opener(name: str) -> Iterator[IO[bytes]]:
+        if name not in sizes:
+            raise KeyError(name)
+        with open(root / name, "rb") as handle:
+            yield handle
+
+    yield Opened(path, kind, names, sizes, opener)
