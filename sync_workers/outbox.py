@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS {outbox} (
     last_error TEXT,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     strikes INTEGER NOT NULL DEFAULT 0,
-    parked INTEGER NOT NULL DEFAULT 0
+    parked INTEGER NOT NULL DEFAULT 0,
+    position TEXT
 );
 CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS {dead_letters} (
@@ -50,8 +51,11 @@ CREATE TABLE IF NOT EXISTS {dead_letters} (
 """
 # Columns added after the first version: an older state file gets them on open.
 _ADDED = {"next_attempt_at": "REAL NOT NULL DEFAULT 0", "strikes": "INTEGER NOT NULL DEFAULT 0",
-          "parked": "INTEGER NOT NULL DEFAULT 0"}
-_ITEM = "seq, batch_id, body, conversations, messages, raw_bytes, attempts, strikes, parked, last_error"
+          "parked": "INTEGER NOT NULL DEFAULT 0", "position": "TEXT"}
+_ORDER = "coalesce(position, printf('%020d', seq))"
+"""The order batches were read in. A 413's halves take their batch's place (``replace``): the
+order says which of two copies of a message is the newer one (``Sender._supersede``)."""
+_ITEM = f"seq, batch_id, body, conversations, messages, raw_bytes, attempts, strikes, parked, last_error, {_ORDER}"
 
 
 @dataclass(slots=True)
@@ -66,6 +70,7 @@ class OutboxItem:
     strikes: int = 0
     parked: int = 0
     last_error: str | None = None
+    position: str = ""
 
 
 @dataclass(slots=True)
@@ -104,18 +109,20 @@ class Outbox:
         return sql.format_map(self.names)
 
     def add(self, db: sqlite3.Connection, batch_id: str, body: bytes, conversations: int, messages: int,
-            raw_bytes: int) -> None:
-        """Insert a batch inside the caller's transaction ``db`` (the one that moves its cursors)."""
+            raw_bytes: int, position: str | None = None) -> None:
+        """Insert a batch inside the caller's transaction ``db`` (the one that moves its cursors),
+        last in the order unless ``position`` places it."""
         db.execute(
-            self._q("INSERT INTO {outbox} (batch_id, body, conversations, messages, raw_bytes, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)"),
-            (batch_id, body, conversations, messages, raw_bytes, time.time()),
+            self._q("INSERT INTO {outbox} (batch_id, body, conversations, messages, raw_bytes, created_at, position)"
+                    " VALUES (?, ?, ?, ?, ?, ?, coalesce(?, (SELECT printf('%020d', coalesce(max(seq), 0) + 1)"
+                    " FROM {outbox})))"),
+            (batch_id, body, conversations, messages, raw_bytes, time.time(), position),
         )
 
     def due(self, now: float) -> OutboxItem | None:
         """The batch to try next: due, earliest schedule first, then oldest. One body in memory."""
         row = self.db.execute(
-            self._q(f"SELECT {_ITEM} FROM {{outbox}} WHERE next_attempt_at <= ? ORDER BY next_attempt_at, seq"
+            self._q(f"SELECT {_ITEM} FROM {{outbox}} WHERE next_attempt_at <= ? ORDER BY next_attempt_at, {_ORDER}"
                     " LIMIT 1"), (now,)).fetchone()
         return OutboxItem(*row) if row else None
 
@@ -123,7 +130,7 @@ class Outbox:
         """The oldest batch whose id is not in ``excluded``: a one-shot run tries each a few times."""
         row = self.db.execute(
             self._q(f"SELECT {_ITEM} FROM {{outbox}} WHERE batch_id NOT IN (SELECT value FROM json_each(?))"
-                    " ORDER BY seq LIMIT 1"), (orjson.dumps(excluded).decode(),)).fetchone()
+                    f" ORDER BY {_ORDER} LIMIT 1"), (orjson.dumps(excluded).decode(),)).fetchone()
         return OutboxItem(*row) if row else None
 
     def next_due(self) -> float | None:
@@ -147,13 +154,30 @@ class Outbox:
                                " WHERE batch_id = ?"), (time.time() + parked_retry, batch_id))
             return not row[1]
 
-    def replace(self, batch_id: str, parts: list[tuple[str, bytes, int, int, int]]) -> None:
-        """A batch the server found too large becomes its parts (id, body, conversations,
-        messages, raw bytes), in one transaction: never both, never neither."""
+    def replace(self, item: OutboxItem, parts: list[tuple[str, bytes, int, int, int]]) -> None:
+        """A batch the server found too large becomes its parts (id, body, conversations, messages,
+        raw bytes), in its place of the order, in one transaction: never both, never neither."""
         with transaction(self.db) as db:
-            db.execute(self._q("DELETE FROM {outbox} WHERE batch_id = ?"), (batch_id,))
-            for part in parts:
-                self.add(db, *part)
+            db.execute(self._q("DELETE FROM {outbox} WHERE batch_id = ?"), (item.batch_id,))
+            for suffix, part in zip("ab", parts, strict=True):
+                self.add(db, *part, position=item.position + suffix)
+
+    def before(self, position: str) -> list[tuple[str, bytes]]:
+        """(batch id, body) of the batches read before ``position`` and still waiting: in the usual
+        flow none (batches go in the order read); after failures, those that failed."""
+        return self.db.execute(self._q(f"SELECT batch_id, body FROM {{outbox}} WHERE {_ORDER} < ?"
+                                       f" ORDER BY {_ORDER}"), (position,)).fetchall()
+
+    def rewrite(self, batch_id: str, part: tuple[str, bytes, int, int, int] | None) -> None:
+        """Put ``part`` (id, body, conversations, messages, raw bytes) in the place of ``batch_id``,
+        keeping its order and schedule; None: the batch has nothing left to deliver."""
+        if part is None:
+            self.delivered(batch_id)
+            return
+        new_id, body, conversations, messages, raw_bytes = part
+        self.db.execute(self._q("UPDATE {outbox} SET batch_id = ?, body = ?, conversations = ?, messages = ?,"
+                                f" raw_bytes = ?, position = {_ORDER} WHERE batch_id = ?"),
+                        (new_id, body, conversations, messages, raw_bytes, batch_id))
 
     def dead_letter(self, batch_id: str, body: bytes, status: int | None, reason: str) -> None:
         """Move a batch the server refused as invalid to the dead letters, for a person to look at."""
@@ -169,7 +193,7 @@ class Outbox:
         return cursor.rowcount
 
     def pending(self) -> list[OutboxItem]:
-        rows = self.db.execute(self._q(f"SELECT {_ITEM} FROM {{outbox}} ORDER BY seq"))
+        rows = self.db.execute(self._q(f"SELECT {_ITEM} FROM {{outbox}} ORDER BY {_ORDER}"))
         return [OutboxItem(*row) for row in rows.fetchall()]
 
     def size(self) -> int:

@@ -18,18 +18,16 @@ thread never dies while the worker runs.
 
 from __future__ import annotations
 
-import gzip
 import random
 import threading
 import time
 from typing import Any
 
-import orjson
-
+from sync_workers import rewrite
 from sync_workers.commit import Totals
 from sync_workers.errors import AuthRefused, Fatal, Retryable
 from sync_workers.outbox import Outbox, OutboxItem
-from sync_workers.sinks.http import Rejected, TooLarge, compress
+from sync_workers.sinks.http import Rejected, TooLarge
 
 __all__ = ["ONCE_ATTEMPTS", "PARKED_RETRY", "PARK_AFTER", "Sender"]
 
@@ -157,11 +155,11 @@ class Sender:
         except Rejected as exc:
             self._dead_letter(outbox, item, exc.status, exc.reason)
         except TooLarge:
-            parts = split(item.batch_id, item.body)
+            parts = rewrite.split(item.batch_id, item.body)
             if parts is None:
                 self._dead_letter(outbox, item, 413, "a single message is larger than the server accepts (HTTP 413)")
             else:
-                outbox.replace(item.batch_id, parts)
+                outbox.replace(item, parts)
                 self.log.info("batch.split", batch_id=item.batch_id, into=[p[0] for p in parts])
         except Fatal as exc:
             self._refused(outbox, item, exc)
@@ -170,6 +168,7 @@ class Sender:
         else:
             outbox.delivered(item.batch_id)
             self.totals.count(item.messages, item.conversations, item.raw_bytes, counts)
+            self._supersede(outbox, item)
             # A parked batch went through: what parked it was the server's (a portal, a bad
             # deploy), not the batch's, so the other parked batches are tried now, not in an hour.
             if item.parked and (count := outbox.unpark(time.time())):
@@ -178,6 +177,22 @@ class Sender:
             outbox.note(last_success=now_iso(), auth_refused=None)
             self.log.info("batch.sent", batch_id=item.batch_id, messages=item.messages,
                           inserted_messages=counts.inserted_messages)
+
+    def _supersede(self, outbox: Outbox, item: OutboxItem) -> None:
+        """Batches read before ``item`` and still waiting (they failed) lose the messages ``item``
+        just delivered: ``item`` carries the newer copy (a response still being written is sent as
+        it stands, then completed, under one id), and the older one, landing after it, would
+        replace it at the receiver. Nothing to do in the usual flow, where batches go in order."""
+        earlier = outbox.before(item.position)
+        if not earlier:
+            return
+        delivered = rewrite.message_keys(item.body)
+        for batch_id, body in earlier:
+            part = rewrite.without(batch_id, body, delivered)
+            if part is not False:
+                outbox.rewrite(batch_id, part)
+                self.log.info("batch.superseded", batch_id=batch_id, by=item.batch_id,
+                              into=part[0] if part else None)
 
     def _failed(self, outbox: Outbox, item: OutboxItem, exc: Retryable) -> None:
         self.streak += 1
@@ -226,28 +241,6 @@ class Sender:
         """Exponential with full jitter over its upper half, capped at MAX_WAIT."""
         ceiling = min(MAX_WAIT, self.backoff_initial * 2 ** max(0, failures - 1))
         return ceiling * (0.5 + random.random() / 2)
-
-
-def split(batch_id: str, body: bytes) -> list[tuple[str, bytes, int, int, int]] | None:
-    """Halve a batch: by conversations, or a lone conversation by its messages. None if it is one message."""
-    data = orjson.loads(gzip.decompress(body))
-    conversations = data["conversations"]
-    if len(conversations) > 1:
-        middle = len(conversations) // 2
-        parts = [conversations[:middle], conversations[middle:]]
-    else:
-        messages = conversations[0]["messages"]
-        if len(messages) < 2:
-            return None
-        middle = len(messages) // 2
-        parts = [[{**conversations[0], "messages": messages[:middle]}],
-                 [{**conversations[0], "messages": messages[middle:]}]]
-    halves = []
-    for suffix, part in zip("ab", parts, strict=True):
-        half_id = f"{batch_id}{suffix}"
-        raw = orjson.dumps({**data, "batch_id": half_id, "conversations": part})
-        halves.append((half_id, compress(raw), len(part), sum(len(c["messages"]) for c in part), len(raw)))
-    return halves
 
 
 def now_iso() -> str:

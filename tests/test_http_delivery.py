@@ -572,3 +572,85 @@ def test_full_outbox_pauses_reading_until_the_server_takes_it(state: State, sink
     finally:
         s.stop()
     assert "outbox.full" in log.names() and "outbox.resumed" in log.names()
+
+
+def batch_of(messages: dict[str, list[tuple[str, str]]]) -> Batch:
+    """One batch holding ``{conversation id: [(message id, text), ...]}``."""
+    batcher = Batcher("claude_code", "claude_code", 100, 4 * 1024 * 1024)
+    for conv_id, items in messages.items():
+        batcher.add(Conversation(conv_id, messages=[
+            Message(id=mid, role="assistant", content=[text_block(text)], text=text) for mid, text in items]))
+    batch = batcher.flush()
+    assert batch is not None
+    return batch
+
+
+@respx.mock
+def test_a_newer_copy_delivered_first_is_not_replaced_by_the_older_one(state: State, sink: HttpSink,
+                                                                        log: Log) -> None:
+    """A response still being written is sent as it stands, then completed, under one id. When the
+    older batch fails and the newer one goes through, the older copy must never land after it."""
+    failing = {"on": True}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        texts = [m["text"] for c in sent(request)["conversations"] for m in c["messages"]]
+        if failing["on"] and "a later prompt" in texts:  # the older batch, before and after it is stripped
+            return httpx.Response(500, json={"detail": "busy for this one"})
+        return httpx.Response(200, json=OK)
+
+    route = respx.post(URL).mock(side_effect=answer)
+    older = batch_of({"conv-s": [("a1", "first part"), ("u2", "a later prompt")]})
+    newer = batch_of({"conv-s": [("a1", "first part, second part")], "conv-b": [("b1", "other")]})
+    enqueue(state, older)
+    enqueue(state, newer)
+    s = sender(state, sink, log, once=False, park_after=100)
+    s.start()
+    try:
+        wait_for(lambda: any(c.request.headers["Idempotency-Key"] == newer.batch_id and c.response.status_code == 200
+                             for c in route.calls))
+        wait_for(lambda: [p.batch_id for p in state.outbox.pending()] == [older.batch_id + "s"])
+        failing["on"] = False
+        s.pause_until = 0
+        state.db.execute("UPDATE outbox SET next_attempt_at = 0")
+        s.wake.set()
+        wait_for(lambda: state.outbox.pending() == [])
+    finally:
+        s.stop()
+    delivered = [sent(c.request) for c in route.calls if c.response.status_code == 200]
+    assert [b["batch_id"] for b in delivered] == [newer.batch_id, older.batch_id + "s"]
+    last = delivered[-1]["conversations"][0]
+    assert [m["id"] for m in last["messages"]] == ["u2"]  # the older copy of a1 never lands after the newer
+    validate_batch(delivered[-1])
+    assert "batch.superseded" in log.names()
+
+
+@respx.mock
+def test_an_older_batch_wholly_superseded_leaves_the_outbox(state: State, sink: HttpSink, log: Log) -> None:
+    older = batch_of({"conv-s": [("a1", "first")]})
+    newer = batch_of({"conv-s": [("a1", "first and last")]})
+    enqueue(state, older)
+    enqueue(state, newer)
+    route = respx.post(URL).mock(side_effect=lambda request: httpx.Response(
+        200 if sent(request)["batch_id"] == newer.batch_id else 500, json=OK))
+    s = sender(state, sink, log, once=False, park_after=100)
+    s.start()
+    try:
+        wait_for(lambda: state.outbox.pending() == [])
+    finally:
+        s.stop()
+    assert [sent(c.request)["batch_id"] for c in route.calls if c.response.status_code == 200] == [newer.batch_id]
+
+
+@respx.mock
+def test_the_halves_of_a_batch_keep_its_place_in_the_order(state: State, sink: HttpSink, log: Log) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = sent(request)
+        return httpx.Response(413 if sum(len(c["messages"]) for c in body["conversations"]) > 2 else 200, json=OK)
+
+    route = respx.post(URL).mock(side_effect=answer)
+    first, second = make_batch({"conv-a": 2, "conv-b": 2}), make_batch({"conv-c": 1})
+    enqueue(state, first)
+    enqueue(state, second)
+    drain(sender(state, sink, log))
+    ids = [c.request.headers["Idempotency-Key"] for c in route.calls]
+    assert ids == [first.batch_id, first.batch_id + "a", first.batch_id + "b", second.batch_id]
