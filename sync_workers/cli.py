@@ -54,7 +54,7 @@ def _worker_parser(prog: str, worker: str | None) -> argparse.ArgumentParser:
     names = [worker] if worker else list(SOURCES)
     seen: set[str] = set()
     for name in names:
-        for option in SOURCES[name].options:
+        for option in _folder_options(SOURCES[name]):
             if option not in seen:
                 seen.add(option)
                 parser.add_argument(*_flag(option), dest=option, metavar="DIR",
@@ -64,6 +64,11 @@ def _worker_parser(prog: str, worker: str | None) -> argparse.ArgumentParser:
                         help="print the batches it would send; change no state")
     parser.add_argument("--version", action="version", version=f"sync-workers {__version__}")
     return parser
+
+
+def _folder_options(cls: type) -> list[str]:
+    """The options a worker takes as a folder flag (``*_dir``); the others (``email``) are config only."""
+    return [option for option in cls.options if option.endswith("_dir")]
 
 
 def default_config() -> Path | None:
@@ -87,13 +92,13 @@ def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, pr
     name = worker or args.worker
     configure(args.log_level)
     cls = source_class(name)
-    named = {option: getattr(args, option) for option in cls.options if getattr(args, option, None)}
-    others = {o for c in SOURCES.values() for o in c.options} - set(cls.options)
+    named = {option: getattr(args, option) for option in _folder_options(cls) if getattr(args, option, None)}
+    others = {o for c in SOURCES.values() for o in _folder_options(c)} - set(cls.options)
     other = [f"-{o.replace('_', '-')}" for o in sorted(others) if getattr(args, o, None)]
     missing = [f"-{o.replace('_', '-')} {d}" for o, d in named.items() if not Path(d).expanduser().is_dir()]
     if other or missing:
         problem = (f"{', '.join(other)} is not a flag of {name} (its folder flags:"
-                   f" {', '.join('-' + o.replace('_', '-') for o in cls.options)})" if other
+                   f" {', '.join('-' + o.replace('_', '-') for o in _folder_options(cls))})" if other
                    else f"no such folder: {', '.join(missing)}")
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -273,6 +278,10 @@ def gemini_cli_main(argv: Sequence[str] | None = None) -> int:
 
 def opencode_main(argv: Sequence[str] | None = None) -> int:
     return worker_main(argv, worker="opencode", prog="opencode-sync-worker")
+
+
+def openai_main(argv: Sequence[str] | None = None) -> int:
+    return worker_main(argv, worker="openai", prog="openai-sync-worker")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from sync_workers.sources.claude_code import ClaudeCodeSource
 from sync_workers.sources.codex import CodexSource
 from sync_workers.sources.files import FileSource
 from sync_workers.sources.gemini_cli import GeminiCliSource
+from sync_workers.sources.openai import OpenAISource
 from sync_workers.sources.opencode import OpenCodeSource
 
 __all__ = ["SOURCES", "source_class", "source_options"]
@@ -15,6 +16,7 @@ SOURCES: dict[str, type[FileSource]] = {
     CodexSource.name: CodexSource,
     GeminiCliSource.name: GeminiCliSource,
     OpenCodeSource.name: OpenCodeSource,
+    OpenAISource.name: OpenAISource,
 }
 
 

@@ -209,8 +209,8 @@ class ExportSource(FileSource):
     def _conversations(self, path: Path, kind: Kind, context: ScanContext) -> Iterator[Delta]:
         stats = context.stats
         with open_export(path, kind) as opened:
-            members = select_members(opened.names, self.members)
-            if not members or not self.recognise(opened.names):
+            members = opened.names if kind == "json" else select_members(opened.names, self.members)
+            if not members or (kind != "json" and not self.recognise(opened.names)):
                 stats.issues.append(ParseIssue(str(path), None, f"not a {self.name} export (no"
                                                f" {self.members.pattern} inside): passed over"))
                 return
