@@ -25,6 +25,7 @@ from sync_workers.exits import EXIT_AUTH, EXIT_OK, EXIT_PENDING, EXIT_USAGE, wor
 from sync_workers.fleet import Fleet, schedule_of
 from sync_workers.lock import Locked
 from sync_workers.logs import configure, get_logger
+from sync_workers.progress import progress
 from sync_workers.receiver import cli as serve_command
 from sync_workers.registry import SOURCES, source_class, source_options
 from sync_workers.runtime import Supervisor, run_until_signal
@@ -42,7 +43,30 @@ def _flag(option: str) -> list[str]:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*_flag("config"), metavar="FILE", help="YAML config (optional: defaults apply)")
     parser.add_argument(*_flag("state_dir"), metavar="DIR", help="where state and the local archive live")
+    _log_flags(parser)
+
+
+def _log_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*_flag("log_level"), default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(*_flag("log_format"), choices=["json", "console"],
+                        help="log lines as JSON or readable lines (default: readable on a terminal, else JSON)")
+    parser.add_argument(*_flag("log_file"), metavar="PATH", help="append the log there instead of stderr")
+
+
+def _metrics_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(*_flag("metrics_port"), type=int, metavar="N",
+                        help="daemon: serve /metrics (Prometheus) and /healthz on 127.0.0.1:N (0: a free port)")
+
+
+def _configure_logs(args: argparse.Namespace, level: str) -> bool:
+    """Logs as the flags say; False (after saying why) when the log file cannot be opened."""
+    log_format = getattr(args, "log_format", None)
+    try:
+        configure(level, None if log_format is None else log_format == "json", getattr(args, "log_file", None))
+    except OSError as exc:
+        print(f"error: --log-file {args.log_file}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _worker_parser(prog: str, worker: str | None) -> argparse.ArgumentParser:
@@ -62,6 +86,7 @@ def _worker_parser(prog: str, worker: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--once", "-once", action="store_true", help="one full pass, then exit")
     parser.add_argument("--dry-run", "-dry-run", action="store_true",
                         help="print the batches it would send; change no state")
+    _metrics_flag(parser)
     parser.add_argument("--version", action="version", version=f"sync-workers {__version__}")
     return parser
 
@@ -88,9 +113,13 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, prog: str = "sync-worker") -> int:
-    args = _worker_parser(prog, worker).parse_args(argv)
+    parser = _worker_parser(prog, worker)
+    args = parser.parse_args(argv)
+    if args.metrics_port is not None and (args.once or args.dry_run):
+        parser.error("--metrics-port is for the daemon, not --once or --dry-run")
     name = worker or args.worker
-    configure(args.log_level)
+    if not _configure_logs(args, args.log_level):
+        return EXIT_USAGE
     cls = source_class(name)
     named = {option: getattr(args, option) for option in _folder_options(cls) if getattr(args, option, None)}
     others = {o for c in SOURCES.values() for o in _folder_options(c)} - set(cls.options)
@@ -120,16 +149,25 @@ def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, pr
                                     namespace=namespace))
         if args.once:
             return _once(FileWorker(source, config, once=True))
-        return _daemon(Fleet(configured, [name], get_logger()))
+        return _daemon(Fleet(configured, [name], get_logger()), args.metrics_port)
     except (ConfigError, Locked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _daemon(fleet: Fleet) -> int:
+def _daemon(fleet: Fleet, metrics_port: int | None = None) -> int:
     """Run as a daemon until a signal; SIGHUP reloads the config. A worker that cannot start ends
-    the process at once, non-zero."""
+    the process at once, non-zero. ``metrics_port``: serve /metrics and /healthz meanwhile."""
     supervisor = Supervisor(fleet.workers(), schedule_of(fleet.config), get_logger())
+    served = None
+    if metrics_port is not None:
+        from sync_workers import metrics  # prometheus_client: only for those who ask
+
+        try:
+            served = metrics.serve(supervisor, metrics_port, get_logger())
+        except (OSError, OverflowError) as exc:
+            print(f"error: --metrics-port {metrics_port}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         return run_until_signal(supervisor, lambda: fleet.reload(supervisor))
     except (ConfigError, Locked):
@@ -137,6 +175,9 @@ def _daemon(fleet: Fleet) -> int:
     except Exception as exc:
         print(f"error: could not start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_PENDING
+    finally:
+        if served is not None:
+            served.close()
 
 
 def _once(worker: FileWorker) -> int:
@@ -147,7 +188,8 @@ def _once(worker: FileWorker) -> int:
               file=sys.stderr)
     worker.start()
     try:
-        report = worker.check()
+        with progress(worker):  # a bar on a terminal; nothing otherwise
+            report = worker.check()
     except Fatal as exc:
         print(f"error: {worker.name}: {exc}", file=sys.stderr)
         return EXIT_AUTH if isinstance(exc, AuthRefused) else EXIT_PENDING
@@ -178,9 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="run every enabled worker as a daemon", allow_abbrev=False)
     _common(run)
     run.add_argument("--once", "-once", action="store_true", help="one pass of every enabled worker")
+    _metrics_flag(run)
     parse = commands.add_parser("parse", help="print standard-schema conversations as JSON lines")
     parse.add_argument("worker", choices=sorted(SOURCES))
     parse.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    _log_flags(parse)
     show = commands.add_parser("status", help="per worker: files, last check and success, outbox, dead letters,"
                                " errors, daemon; exit 1 dead letters, 3 token refused")
     _common(show)
@@ -195,7 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [w for w in getattr(args, "workers", None) or () if w not in SOURCES]
     if unknown:
         parser.error(f"unknown worker {', '.join(unknown)} (known: {', '.join(SOURCES)})")
-    configure(getattr(args, "log_level", "warning"))
+    if getattr(args, "metrics_port", None) is not None and args.once:
+        parser.error("--metrics-port is for the daemon, not --once")
+    if not _configure_logs(args, getattr(args, "log_level", "warning")):
+        return EXIT_USAGE
     try:
         if args.command == "parse":
             return _parse(args.worker, args.paths)
@@ -210,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return service.run(args, config)
         if args.once:
             return worst([_once(w) for w in Fleet(lambda: config, None, get_logger()).workers(once=True)])
-        return _daemon(Fleet(lambda: _load(args), None, get_logger()))
+        return _daemon(Fleet(lambda: _load(args), None, get_logger()), args.metrics_port)
     except (ConfigError, Locked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

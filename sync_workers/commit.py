@@ -42,6 +42,8 @@ class Totals:
     messages: int = 0
     bytes: int = 0
     dead_lettered: int = 0
+    messages_read: int = 0
+    """Messages the reader made durable (archive or outbox): ahead of ``messages`` by what waits to be sent."""
     counts: UpsertCounts = field(default_factory=UpsertCounts)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -53,6 +55,10 @@ class Totals:
             self.bytes += size
             if counts is not None:
                 self.counts.add(counts)
+
+    def read(self, messages: int) -> None:
+        with self.lock:
+            self.messages_read += messages
 
 
 class Committer(Protocol):
@@ -105,6 +111,7 @@ class ArchiveCommitter:
                 self.log.warning("checkpoint.forced", file=str(self.checkpointer.wal))
                 self.state.db.execute("PRAGMA wal_checkpoint(RESTART)")
         self.totals.count(batch.messages, len(batch.conversations), batch.size, counts)
+        self.totals.read(batch.messages)
 
     def close(self) -> None:
         if self.checkpointer is not None:
@@ -138,6 +145,7 @@ class OutboxCommitter:
             self.state.outbox.add(db, batch.batch_id, compress(raw), len(batch.conversations), batch.messages,
                                   len(raw))
             self.state.apply(db, batch.advance)
+        self.sender.totals.read(batch.messages)
         self.sender.wake.set()
         self._wait_while_full()
 
@@ -180,6 +188,7 @@ class CallbackCommitter:
             self.totals.count(batch.messages, len(batch.conversations), batch.size,
                               UpsertCounts(inserted_conversations=len(batch.conversations),
                                            inserted_messages=batch.messages))
+            self.totals.read(batch.messages)
         if self.state is not None and batch.advance:
             self.state.commit(batch.advance)
 

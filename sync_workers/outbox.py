@@ -85,12 +85,15 @@ class OutboxStats:
 class Outbox:
     """The outbox and dead-letter tables of one worker, on a connection of its caller's."""
 
-    def __init__(self, db: sqlite3.Connection, namespace: str = "") -> None:
+    def __init__(self, db: sqlite3.Connection, namespace: str = "", *, create: bool = True) -> None:
+        """``create`` False: a reader's read-only connection (``--metrics-port``) that must not write."""
         self.db = db
         # meta is the state's table (``State.meta``): the sender writes its outcomes there through its own
         # connection, so ``status`` can show them from another process.
         self.names = {"outbox": f"{namespace}outbox", "dead_letters": f"{namespace}dead_letters",
                       "meta": f"{namespace}meta"}
+        if not create:
+            return
         db.executescript(SCHEMA.format(**self.names))
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({self.names['outbox']})")}
         for name, kind in _ADDED.items():
@@ -225,6 +228,10 @@ class Outbox:
                 db.execute(self._q("DELETE FROM {dead_letters} WHERE batch_id = ?"), (batch_id,))
                 moved += 1
             return moved
+
+    def noted(self) -> dict[str, str]:
+        """What ``note`` recorded, with the worker's own meta (``last_check``, ``last_success``)."""
+        return dict(self.db.execute(self._q("SELECT key, value FROM {meta}")).fetchall())
 
     def note(self, **values: str | None) -> None:
         """Record outcomes in the state's meta (None deletes a key): ``last_success``, ``last_error``,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sync_workers import __version__
 from sync_workers.batching import Batcher
@@ -65,6 +65,10 @@ def state_location(worker: str, config: Config) -> tuple[Path, str]:
 
 
 class FileWorker:
+    hooks: ClassVar[list[Callable[[FileWorker, CheckReport, list[TrackedFile]], None]]] = []
+    """Called as each check starts, with its live report and the files it reads: ``--metrics-port``
+    and a backfill's progress bar watch checks through these (empty otherwise: nothing to pay)."""
+
     def __init__(
         self,
         source: FileSource,
@@ -185,6 +189,8 @@ class FileWorker:
                               state.owners if self.source.keeps_owners and state.knows_owners() else None,
                               quarantined=state.quarantined())
         try:
+            for hook in self.hooks:
+                hook(self, report, files)
             for delta in self.source.scan(files, context):
                 for conversation in delta.conversations:
                     for batch in batcher.add(conversation):

@@ -110,9 +110,15 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
     app = create_app(Settings(db=db, tokens=tokens, insecure_no_auth=args.insecure_no_auth,
                               max_body_bytes=args.max_body_bytes, read_tokens=read_tokens,
                               public_docs=args.public_docs))
+    from sync_workers.logs import stdlib_handler
+
+    # uvicorn's and the app's records through the workers' renderer: readable on a terminal, JSON
+    # otherwise, --log-format and --log-file as for every command (log_config=None: uvicorn adds none)
+    logging.getLogger().addHandler(stdlib_handler())
+    logging.getLogger().setLevel(getattr(args, "log_level", "info").upper())
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=getattr(args, "log_level", "info"),
-        access_log=args.access_log, server_header=False, timeout_graceful_shutdown=10,
+        access_log=args.access_log, server_header=False, timeout_graceful_shutdown=10, log_config=None,
     ))
     logging.getLogger("uvicorn.access").addFilter(_NoQueryString())  # uvicorn.Config set its logging up
     sock = server.config.bind_socket()
