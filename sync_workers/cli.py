@@ -315,6 +315,10 @@ def claude_code_main(argv: Sequence[str] | None = None) -> int:
     return worker_main(argv, worker="claude_code", prog="claude-code-sync-worker")
 
 
+def claude_main(argv: Sequence[str] | None = None) -> int:
+    return worker_main(argv, worker="claude", prog="claude-sync-worker")
+
+
 def codex_main(argv: Sequence[str] | None = None) -> int:
     return worker_main(argv, worker="codex", prog="codex-sync-worker")
 

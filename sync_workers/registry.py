@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sync_workers.sources.claude import ClaudeExportSource
 from sync_workers.sources.claude_code import ClaudeCodeSource
 from sync_workers.sources.codex import CodexSource
 from sync_workers.sources.files import FileSource
@@ -13,6 +14,7 @@ __all__ = ["SOURCES", "source_class", "source_options"]
 
 SOURCES: dict[str, type[FileSource]] = {
     ClaudeCodeSource.name: ClaudeCodeSource,
+    ClaudeExportSource.name: ClaudeExportSource,
     CodexSource.name: CodexSource,
     GeminiCliSource.name: GeminiCliSource,
     OpenCodeSource.name: OpenCodeSource,

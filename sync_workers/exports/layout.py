@@ -11,22 +11,27 @@ code never cares which form it was. Hidden files and a browser's partial downloa
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from sync_workers.exports.archive import MAX_MEMBERS, ArchiveError, SafeZip, is_zip
 
-__all__ = ["Export", "Ident", "Opened", "find_exports", "identify", "md5_of", "open_export", "select_members"]
+__all__ = ["Export", "Ident", "Opened", "find_exports", "identify", "manifest_zips", "md5_of", "open_export",
+           "select_members"]
 
 Kind = Literal["zip", "folder", "json"]
 _PARTIAL = (".part", ".crdownload", ".download", ".tmp", ".partial")
 _CHUNK = 1024 * 1024
+_MANIFEST = re.compile(r"manifest[^/]*\.json", re.IGNORECASE)
+_MANIFEST_MAX = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +129,51 @@ def _folder_members(folder: Path, pattern: re.Pattern[str]) -> list[str]:
                                      if e.is_file(follow_symlinks=False) and pattern.fullmatch(e.name))
     except OSError:
         return []
-    return select_members(names, pattern)
+    members = select_members(names, pattern)
+    if not members:
+        zips = manifest_zips(folder)
+        if zips:
+            return [zips[0], *(z for z in zips[1:] if os.path.isfile(folder / z))]
+    return members
+
+
+def manifest_zips(folder: Path) -> list[str] | None:
+    """A delivery manifest at the top of ``folder`` and the zips it names: ``[manifest, zip, ...]``.
+
+    Claude.ai's newer email form is a ``manifest-....json`` whose ``data_files`` entries point to
+    several zips (``conversations-000.zip``, ``projects-000.zip``) by ``export_url``; the folder
+    holding the manifest and those zips is one export. None without such a manifest."""
+    try:
+        candidates = sorted(e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False)
+                            and _MANIFEST.fullmatch(e.name) and e.stat().st_size <= _MANIFEST_MAX)
+    except OSError:
+        return None
+    for name in candidates:
+        try:
+            document = json.loads((folder / name).read_bytes())
+        except (OSError, ValueError):
+            continue
+        files = document.get("data_files") if isinstance(document, dict) else None
+        zips = [z for z in (_zip_name(entry) for entry in files or []) if z]
+        if zips:
+            return [name, *dict.fromkeys(zips)]
+    return None
+
+
+def _zip_name(entry: Any) -> str | None:
+    """The file name a manifest entry downloads to: its own name field, else its URL's last segment."""
+    if isinstance(entry, str):
+        entry = {"export_url": entry}
+    if not isinstance(entry, dict):
+        return None
+    for key in ("file_name", "filename", "name"):
+        if isinstance(entry.get(key), str) and entry[key]:
+            name = entry[key].rsplit("/", 1)[-1]
+            break
+    else:
+        url = entry.get("export_url") or entry.get("url")
+        name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]) if isinstance(url, str) else ""
+    return name if name and not name.startswith(".") and "\\" not in name and "\x00" not in name else None
 
 
 def _files(folder: Path, limit: int) -> Iterator[str]:
@@ -178,6 +227,10 @@ def open_export(path: Path, kind: Kind) -> Iterator[Opened]:
         with SafeZip(path) as archive:
             yield Opened(path, kind, archive.names, archive.sizes, archive.open)
         return
+    if kind == "folder" and (listed := manifest_zips(path)):
+        with _open_manifest(path, listed) as opened:
+            yield opened
+        return
     if kind == "json":
         names = [path.name]
         root = path.parent
@@ -194,3 +247,30 @@ def open_export(path: Path, kind: Kind) -> Iterator[Opened]:
             yield handle
 
     yield Opened(path, kind, names, sizes, opener)
+
+
+@contextmanager
+def _open_manifest(folder: Path, listed: list[str]) -> Iterator[Opened]:
+    """The zips a manifest names, opened (each checked by :class:`SafeZip`) as one export: their
+    members under their own names, a name two zips share under ``<zip stem>/<name>``."""
+    manifest, zips = listed[0], listed[1:]
+    absent = [z for z in zips if not (folder / z).is_file()]
+    if absent:
+        raise ArchiveError(folder, f"{manifest} names {', '.join(absent)}, not in the folder (still downloading?)")
+    with ExitStack() as stack:
+        routes: dict[str, tuple[SafeZip, str]] = {}
+        sizes: dict[str, int] = {}
+        for name in zips:
+            archive = stack.enter_context(SafeZip(folder / name))
+            for member in archive.names:
+                shown = member if member not in routes else f"{name.rsplit('.', 1)[0]}/{member}"
+                routes[shown] = (archive, member)
+                sizes[shown] = archive.sizes[member]
+        if len(routes) > MAX_MEMBERS:
+            raise ArchiveError(folder, f"refused: more than {MAX_MEMBERS} files")
+
+        def opener(name: str) -> Any:
+            archive, member = routes[name]
+            return archive.open(member)
+
+        yield Opened(folder, "folder", list(routes), sizes, opener)

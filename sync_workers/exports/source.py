@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from parsers.errors import ParseError, ParseIssue
 from parsers.schema import Conversation
@@ -40,6 +40,7 @@ from sync_workers.exports.layout import (
     find_exports,
     identify,
     kind_of,
+    manifest_zips,
     md5_of,
     open_export,
     select_members,
@@ -90,6 +91,17 @@ class ExportSource(FileSource):
         zip dropped here is passed over, named in the log)."""
         return bool(select_members(names, self.members))
 
+    def items(self, member: str, stream: IO[bytes], export: Export) -> Iterable[Any]:
+        """The records of one member file, each handed to ``convert``: by default the conversations
+        array (or the array under ``container_key``). A source whose export holds files of other
+        shapes (Claude.ai's projects and memories as single objects, Takeout's HTML) reads them here."""
+        return iter_items(stream, self.container_key)
+
+    def finish(self, export: Export) -> Iterable[Any]:
+        """Records that are known only once every member was read (Takeout's turns, grouped into
+        conversations across its JSON and HTML files), handed to ``convert`` like the others."""
+        return ()
+
     def collect(self, context: ScanContext) -> tuple[list[TrackedFile], Advance]:
         """Exports this source fetched itself before the folder is read (the email path), and the
         state to record for it; they are read like dropped files."""
@@ -118,7 +130,7 @@ class ExportSource(FileSource):
                 kind = kind_of(path, self.members) or ("json" if path.suffix == ".json" else None)
                 if kind is not None:
                     yield TrackedFile(path, "document", {"kind": kind, "given": True})
-            elif select_members([p.name for p in path.iterdir() if p.is_file()], self.members):
+            elif select_members([p.name for p in path.iterdir() if p.is_file()], self.members) or manifest_zips(path):
                 yield TrackedFile(path, "document", {"kind": "folder", "given": True})
             else:
                 for found, found_kind in find_exports(path, self.members)[0]:
@@ -221,7 +233,7 @@ class ExportSource(FileSource):
                 with opened.open(member) as raw:
                     counted = Counted(raw, progress.bytes)
                     try:
-                        for index, item in enumerate(iter_items(counted, self.container_key), 1):
+                        for index, item in enumerate(self.items(member, counted, opened.export), 1):
                             stats.records += 1
                             progress.item()
                             delta = self._one(item, opened.export, where, index, context)
@@ -229,6 +241,10 @@ class ExportSource(FileSource):
                                 yield delta
                     finally:
                         stats.bytes_read += counted.count
+            for index, item in enumerate(self.finish(opened.export), 1):
+                delta = self._one(item, opened.export, str(path), index, context)
+                if delta is not None:
+                    yield delta
             progress.done()
 
     def _one(self, item: Any, export: Export, where: str, index: int, context: ScanContext) -> Delta | None:
