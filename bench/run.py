@@ -48,12 +48,13 @@ def bare_loop(files: list[Path]) -> tuple[float, int, int]:
     return time.perf_counter() - started, total, lines
 
 
-def backfill(projects: Path, state: Path, processes: int | None = None) -> tuple[float, str]:
-    """``sync-worker claude_code --once`` into a fresh archive; ``processes``: ``worker.processes``."""
+def backfill(projects: Path, state: Path, processes: int | None = None, extra: str = "") -> tuple[float, str]:
+    """``sync-worker claude_code --once`` into a fresh archive; ``processes``: ``worker.processes``;
+    ``extra``: more config (YAML sections)."""
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     config = state / "config.yaml"
-    config.write_text(f"worker:\n  processes: {'null' if processes is None else processes}\n")
+    config.write_text(f"worker:\n  processes: {'null' if processes is None else processes}\n{extra}")
     started = time.perf_counter()
     result = subprocess.run([WORKER, "claude_code", "-config", str(config), "-projects-dir", str(projects),
                              "-state-dir", str(state), "--once", "-log-level", "warning"],

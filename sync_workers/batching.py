@@ -5,17 +5,24 @@ values a parser left undecoded as they are). The local archive stores those byte
 they are, and an HTTP body is the same bytes joined, so nothing is encoded twice. A
 conversation larger than a batch is split over several batches, each carrying its fields and
 some of its messages; a single message larger than a batch travels alone.
+
+With ``security.redact_secrets`` the secrets in a message are replaced here, just before its one
+encoding (``encode_message``), so they reach neither the outbox, the archive nor the wire; and in a
+conversation's title, which may quote a prompt. Off, the only cost is a ``None`` test per message.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parsers.schema import SCHEMA_VERSION, Conversation, Message, encode
 from sync_workers.state import Advance
 from sync_workers.store import ConversationRecord, MessageRecord
+
+if TYPE_CHECKING:
+    from sync_workers.redaction import Redactor
 
 __all__ = ["Batch", "Batcher", "encode_body", "new_batch_id"]
 
@@ -59,8 +66,11 @@ def encode_body(
 class Batcher:
     """Accumulates conversation deltas; hands back each batch as soon as it is full."""
 
-    def __init__(self, worker: str, source_type: str, batch_size: int, max_batch_bytes: int) -> None:
+    def __init__(
+        self, worker: str, source_type: str, batch_size: int, max_batch_bytes: int, redactor: Redactor | None = None
+    ) -> None:
         self.worker = worker
+        self.redactor = redactor
         self.source_type = source_type
         self.batch_size = batch_size
         self.max_bytes = max_batch_bytes
@@ -75,11 +85,14 @@ class Batcher:
         fields = {name: getattr(conversation, name) for name in _FIELDS}
         if not fields["metadata"]:
             fields["metadata"] = None
+        redactor = self.redactor
+        if redactor is not None and fields["title"]:
+            fields["title"] = redactor.text(fields["title"])
         header_size = len(encode(fields)) + len(conversation.id) + 32
         record = self._open(conversation.id, fields, header_size, done)
         for message in conversation.messages:
-            # Messages read in a worker process arrive encoded already (``sources.parallel``).
-            encoded = message if type(message) is MessageRecord else encode_message(message)
+            # Messages read in a worker process arrive encoded (and redacted) already (``sources.parallel``).
+            encoded = message if type(message) is MessageRecord else encode_message(message, redactor)
             batch = self.current
             if batch.size + len(encoded.body) + 1 > self.max_bytes and (
                 record.messages or len(batch.conversations) > 1
@@ -123,5 +136,8 @@ class Batcher:
         return self._close()
 
 
-def encode_message(message: Message) -> MessageRecord:
+def encode_message(message: Message, redactor: Redactor | None = None) -> MessageRecord:
+    """The message's one encoding; its secrets replaced first when a ``redactor`` is given."""
+    if redactor is not None:
+        message = redactor.message(message)
     return MessageRecord(message.id, message.role, message.created_at, message.visibility, encode(message))

@@ -39,6 +39,9 @@ class ServerConfig:
 class SecurityConfig:
     worker_token: str | None = field(default=None, repr=False)
     worker_token_file: str | None = None
+    redact_secrets: bool = False
+    """Replace API keys, tokens, private keys and passwords in messages with a marker naming the kind,
+    before they are stored or sent (``sync_workers.redaction``). Off: the default is fidelity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "server.base_url": (str,), "server.timeout": (int, float), "server.allow_insecure_http": (bool,),
     "server.ca_file": (str,),
     "security.worker_token": (str,), "security.worker_token_file": (str,),
+    "security.redact_secrets": (bool,),
     "worker.check_interval": (int, float), "worker.schedule": (str,), "worker.batch_size": (int,),
     "worker.max_batch_bytes": (int,), "worker.max_outbox_bytes": (int,), "worker.state_dir": (str,),
     "worker.processes": (int,),

@@ -24,6 +24,7 @@ from sync_workers.sources.files import FileSource, ScanContext, ScanStats, Track
 from sync_workers.state import QUARANTINE_AFTER, FileFailure, State
 
 if TYPE_CHECKING:
+    from sync_workers.redaction import Redactor
     from sync_workers.sender import Sender
 
 __all__ = ["CheckReport", "FileWorker", "state_location"]
@@ -95,6 +96,7 @@ class FileWorker:
         self.files = files  # fixed files instead of discovery (``sync-workers parse``)
         self.changed = threading.Event()
         self.stopping = threading.Event()
+        self.redactor: Redactor | None = None
         self.log = get_logger(worker=self.name)
         self.state: State | None = None
         self.committer: Committer | None = None
@@ -182,12 +184,13 @@ class FileWorker:
         state, config = self.state, self.config.worker
         report = CheckReport(self.name, self.committer.description, totals=self.totals)
         batch_size, batch_bytes = self.committer.batch_limits or (config.batch_size, config.max_batch_bytes)
-        batcher = Batcher(self.name, self.source_type, batch_size, batch_bytes)
+        redactor = self._redactor()
+        batcher = Batcher(self.name, self.source_type, batch_size, batch_bytes, redactor)
         cursors = state.cursors()
         files = list(self.files if self.files is not None else self.source.discover())
         context = ScanContext(cursors, state.acked_digests, report.stats, config.processes,
                               state.owners if self.source.keeps_owners and state.knows_owners() else None,
-                              quarantined=state.quarantined())
+                              quarantined=state.quarantined(), redact=redactor is not None)
         try:
             for hook in self.hooks:
                 hook(self, report, files)
@@ -231,6 +234,17 @@ class FileWorker:
                       bytes=report.stats.bytes_read, messages=report.totals.messages,
                       seconds=round(report.seconds, 3))
         return report
+
+    def _redactor(self) -> Redactor | None:
+        """The secret redactor when ``security.redact_secrets`` is on (built once: loading the rules
+        costs ~50 ms), else None; the config is read at each check, so a SIGHUP that turns it on counts."""
+        if not self.config.security.redact_secrets:
+            return None
+        if self.redactor is None:
+            from sync_workers.redaction import Redactor  # detect-secrets: only for those who turn it on
+
+            self.redactor = Redactor()
+        return self.redactor
 
     def _record_failures(self, failures: list[FileFailure]) -> None:
         assert self.state is not None

@@ -54,14 +54,14 @@ def test_processes_read_the_same_messages_and_cursors(tmp_path, monkeypatch):
         serial[2].bytes_read, serial[2].records, serial[2].files_read)
 
 
-def _dies_once(marker: Path, request):
+def _dies_once(marker: Path, request, redact=False):
     """In a worker process: the first call kills the process (as the OOM killer would). The
     marker travels with the call (a partial pickles its arguments): children start from a clean
     forkserver, not as copies of this process."""
     if not marker.exists():
         marker.touch()
         os._exit(1)
-    return _READ_ENCODED(request)
+    return _READ_ENCODED(request, redact)
 
 
 _READ_ENCODED = parallel._read_encoded

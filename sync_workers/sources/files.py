@@ -87,6 +87,8 @@ class ScanContext:
     quarantined: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
     """Files that failed several checks in a row, with the (size, mtime) they failed at: skipped
     until they change (``State.quarantined``)."""
+    redact: bool = False
+    """``security.redact_secrets``: messages parsed in worker processes are redacted there (``sources.parallel``)."""
 
     def skips(self, path: str, st: os.stat_result) -> bool:
         """A quarantined file that has not changed since it last failed."""
@@ -169,7 +171,7 @@ def scan(
             stats.issues.append(ParseIssue(path, None, f"unreadable: {exc.strerror or exc}"))
         except Exception as exc:  # a parser's bug on this file: the file's problem, not the check's
             stats.failures.append(FileFailure.of(path, exc, st))
-    for conversations, advance in read_appends(appends, stats, context.processes):
+    for conversations, advance in read_appends(appends, stats, context.processes, context.redact):
         yield Delta(conversations, advance)
 
 

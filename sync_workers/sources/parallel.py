@@ -6,7 +6,8 @@ pool: the chunks of one file one after another (each starts where the last one s
 its parser state), and the files of one group (``TrackedFile.group``) one after another, in
 order; different files at the same time. The child also encodes the messages, so
 what comes back is the bytes the sink stores, and this process only does the bookkeeping and
-the writing. A daemon's re-check reads a few new bytes and stays in this process.
+the writing. A daemon's re-check reads a few new bytes and stays in this process. With
+``security.redact_secrets`` the child also redacts (``sync_workers.redaction``), before it encodes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from sync_workers.state import Advance, FileFailure
 from sync_workers.store import MessageRecord
 
 if TYPE_CHECKING:
+    from sync_workers.redaction import Redactor
+
+if TYPE_CHECKING:
     from concurrent.futures import Future
 
 __all__ = ["PARALLEL_MIN_BYTES", "default_processes", "read_appends"]
@@ -46,13 +50,14 @@ def default_processes() -> int:
 
 
 def read_appends(
-    reads: list[AppendRead], stats: Any, processes: int | None
+    reads: list[AppendRead], stats: Any, processes: int | None, redact: bool = False
 ) -> Iterator[tuple[list[Conversation], Advance]]:
     """Everything new in ``reads``: (conversations, the advance that moves with them).
-    ``processes``: at most that many worker processes; None: ``default_processes()``."""
+    ``processes``: at most that many worker processes; None: ``default_processes()``. ``redact``:
+    the processes redact secrets as they encode (in this process the ``Batcher`` does)."""
     processes = default_processes() if processes is None else processes
     if processes > 1 and len(reads) > 1 and sum(r.pending for r in reads) >= PARALLEL_MIN_BYTES:
-        yield from _in_processes(reads, stats, processes)
+        yield from _in_processes(reads, stats, processes, redact)
         return
     for read in reads:
         while (request := read.request()) is not None:
@@ -69,7 +74,9 @@ def read_appends(
             yield from _closing(read)
 
 
-def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterator[tuple[list[Conversation], Advance]]:
+def _in_processes(
+    reads: list[AppendRead], stats: Any, processes: int, redact: bool
+) -> Iterator[tuple[list[Conversation], Advance]]:
     # Imported here: 30 ms that a daemon's re-check, which reads in-process, need not pay.
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -102,14 +109,14 @@ def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterat
                     yield from _closing(read)
                 elif broken:
                     try:
-                        chunk = _unpack(_read_encoded(request))
+                        chunk = _unpack(_read_encoded(request, redact))
                     except Exception as exc:
                         stats.failures.append(FileFailure.of(read.path, exc))
                         continue
                     yield from _take(read, chunk, stats)
                     waiting.appendleft(read)
                 else:
-                    running[pool.submit(_read_encoded, request)] = (read, request)
+                    running[pool.submit(_read_encoded, request, redact)] = (read, request)
                     if read.group is not None:
                         busy.add(read.group)
             if not running:
@@ -126,7 +133,7 @@ def _in_processes(reads: list[AppendRead], stats: Any, processes: int) -> Iterat
                 except BrokenProcessPool:  # a child was killed (out of memory?): go on in this process
                     broken = True
                     try:
-                        chunk = _unpack(_read_encoded(request))
+                        chunk = _unpack(_read_encoded(request, redact))
                     except Exception as exc:
                         stats.failures.append(FileFailure.of(read.path, exc))
                         continue
@@ -163,17 +170,27 @@ def _leave_with(parent: int) -> None:
         time.sleep(0.5)
 
 
-def _read_encoded(request: ReadRequest) -> ChunkRead:
-    """In a worker process: read, parse, encode, and pack for the trip back (``_unpack``)."""
+_REDACTOR: list[Redactor] = []  # one per process, built at its first chunk to redact
+
+
+def _read_encoded(request: ReadRequest, redact: bool = False) -> ChunkRead:
+    """In a worker process: read, parse, (redact,) encode, and pack for the trip back (``_unpack``)."""
     chunk = read_chunk(request)
-    chunk.conversations = _pack(chunk.conversations)  # type: ignore[assignment]
+    redactor = None
+    if redact:
+        if not _REDACTOR:
+            from sync_workers.redaction import Redactor
+
+            _REDACTOR.append(Redactor())
+        redactor = _REDACTOR[0]
+    chunk.conversations = _pack(chunk.conversations, redactor)  # type: ignore[assignment]
     return chunk
 
 
 _FIELDS = tuple(name for name in Conversation.__slots__ if name not in ("id", "messages"))
 
 
-def _pack(conversations: list[Conversation]) -> tuple[bytes, list[tuple[Any, ...]]]:
+def _pack(conversations: list[Conversation], redactor: Redactor | None) -> tuple[bytes, list[tuple[Any, ...]]]:
     """The encoded messages as one blob plus plain tuples: pickling 30,000 small dataclasses
     costs more than parsing them did; one bytes object and tuples of str cost next to nothing."""
     parts: list[bytes] = []
@@ -181,7 +198,7 @@ def _pack(conversations: list[Conversation]) -> tuple[bytes, list[tuple[Any, ...
     for conversation in conversations:
         messages = []
         for message in conversation.messages:
-            record = encode_message(message)
+            record = encode_message(message, redactor)
             parts.append(record.body)
             messages.append((record.id, record.role, record.created_at, record.visibility, len(record.body)))
         packed.append((conversation.id, tuple(getattr(conversation, f) for f in _FIELDS), messages))
