@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from sync_workers import __version__, service, status
-from sync_workers.config import Config, SourceConfig, load
+from sync_workers.config import Config, load
 from sync_workers.errors import AuthRefused, ConfigError, Fatal, Retryable, Stopped
 from sync_workers.exits import EXIT_AUTH, EXIT_OK, EXIT_PENDING, EXIT_USAGE, worst
 from sync_workers.fleet import Fleet, schedule_of
@@ -135,7 +135,9 @@ def worker_main(argv: Sequence[str] | None = None, worker: str | None = None, pr
     def configured() -> Config:
         config = _load(args)
         options = {**config.source(name).options, **named}  # the command line wins, at every reload too
-        return replace(config, sources={**config.sources, name: SourceConfig(True, options)})
+        # enabled whatever the config says (it was named), with its own schedule if it has one
+        return replace(config, sources={**config.sources, name: replace(config.source(name), enabled=True,
+                                                                         options=options)})
 
     try:
         config = configured()
@@ -159,6 +161,7 @@ def _daemon(fleet: Fleet, metrics_port: int | None = None) -> int:
     """Run as a daemon until a signal; SIGHUP reloads the config. A worker that cannot start ends
     the process at once, non-zero. ``metrics_port``: serve /metrics and /healthz meanwhile."""
     supervisor = Supervisor(fleet.workers(), schedule_of(fleet.config), get_logger())
+    supervisor.schedules = fleet.schedules()
     served = None
     if metrics_port is not None:
         from sync_workers import metrics  # prometheus_client: only for those who ask

@@ -60,6 +60,10 @@ class WorkerConfig:
 class SourceConfig:
     enabled: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
+    check_interval: float | None = None
+    """This worker's rescan interval, instead of ``worker.check_interval`` and ``worker.schedule``."""
+    schedule: str | None = None
+    """This worker's cron expression, instead of the others (a slow source hourly, a busy one often)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,11 +300,14 @@ def _sources(
             raise ConfigError(f"{where}: sources.{name}: expected a mapping")
         merged = dict(options[name])
         enabled = True
+        timing: dict[str, Any] = {}
         for key, item in body.items():
             dotted = f"sources.{name}.{key}"
             if key == "enabled":
                 _check_type(where, dotted, item, (bool,))
                 enabled = bool(item) if item is not None else True
+            elif key in _TIMING:
+                timing[key] = _timing(where, dotted, item)
             elif key in merged:
                 default = options[name][key]
                 _check_type(where, dotted, item, (type(default),) if default is not None else (str,))
@@ -308,10 +315,29 @@ def _sources(
                     merged[key] = item
             else:
                 raise ConfigError(
-                    f"{where}: unknown key 'sources.{name}.{_key(key)}' (known: enabled, {', '.join(options[name])})"
+                    f"{where}: unknown key 'sources.{name}.{_key(key)}' (known: enabled, {', '.join(_TIMING)},"
+                    f" {', '.join(options[name])})"
                 )
-        result[name] = SourceConfig(enabled, merged)
+        result[name] = SourceConfig(enabled, merged, **timing)
     return result
+
+
+_TIMING = ("check_interval", "schedule")
+"""Keys every source takes besides its options: its own schedule, overriding ``worker.*``."""
+
+
+def _timing(where: str, dotted: str, item: Any) -> Any:
+    """A source's ``check_interval`` (a number above 0) or ``schedule`` (a cron expression), checked
+    as ``worker.*`` are; None keeps the ``worker.*`` schedule."""
+    if dotted.endswith(".schedule"):
+        _check_type(where, dotted, item, (str,))
+        if item is not None and not _valid_cron(item):
+            raise ConfigError(f"{where}: {dotted}: not a cron expression: {item!r}")
+        return item
+    _check_type(where, dotted, item, (int, float))
+    if item is not None and item <= 0:
+        raise ConfigError(f"{where}: {dotted}: must be greater than 0, got {item!r}")
+    return item
 
 
 def _check_type(where: str, dotted: str, value: Any, types: tuple[type, ...]) -> None:

@@ -25,7 +25,14 @@ __all__ = ["Fleet", "schedule_of"]
 _KEY = re.compile(r"unknown key '([^']+)'|^.*?: ((?:server|security|worker|sources)(?:\.[A-Za-z_]+)+)\b")
 
 
-def schedule_of(config: Config) -> Schedule:
+def schedule_of(config: Config, name: str | None = None) -> Schedule:
+    """``worker.*``'s schedule, or worker ``name``'s own: ``sources.<name>.schedule`` (cron) or
+    ``sources.<name>.check_interval`` wins over both ``worker.check_interval`` and ``worker.schedule``."""
+    source = config.source(name) if name else None
+    if source is not None and source.schedule:
+        return Schedule(source.check_interval or config.worker.check_interval, source.schedule)
+    if source is not None and source.check_interval:
+        return Schedule(source.check_interval)
     return Schedule(config.worker.check_interval, config.worker.schedule)
 
 
@@ -51,6 +58,10 @@ class Fleet:
     def _build(self, name: str, once: bool = False) -> FileWorker:
         return FileWorker(SOURCES[name](self.config.source(name).options), self.config, once=once)
 
+    def schedules(self) -> dict[str, Schedule]:
+        """Per worker of the current config, its schedule (``Supervisor.schedules``)."""
+        return {name: schedule_of(self.config, name) for name in self.wanted(self.config)}
+
     def reload(self, supervisor: Supervisor) -> None:
         """SIGHUP: the new config, or the old one kept with ``config.reload_failed``."""
         try:
@@ -68,6 +79,7 @@ class Fleet:
             del self.specs[name]
         self.config = config
         supervisor.schedule = schedule_of(config)
+        supervisor.schedules = self.schedules()
         for name in added:
             try:
                 supervisor.add(self._build(name))
@@ -86,4 +98,5 @@ def _spec(config: Config, name: str) -> tuple[Any, ...]:
     counts (a rotated token file restarts the workers that send with it) but is never logged."""
     token = config.token if config.server.base_url else None
     options = tuple(sorted(config.source(name).options.items()))
-    return (options, config.server, config.security, config.worker, config.state_dir, token)
+    return (options, config.server, config.security, config.worker, config.state_dir, token,
+            schedule_of(config, name))

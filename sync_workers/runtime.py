@@ -54,6 +54,8 @@ class Supervisor:
                  max_crashes: int = MAX_CRASHES, backoff_initial: float = 1.0) -> None:
         self.workers = list(workers)
         self.schedule = schedule
+        self.schedules: dict[str, Schedule] = {}
+        """Per worker, its own schedule (``sources.<name>.check_interval``/``schedule``) instead of ``schedule``."""
         self.log = log
         self.max_crashes = max_crashes
         self.backoff_initial = backoff_initial
@@ -147,7 +149,7 @@ class Supervisor:
                     return
                 due = time.time()  # a restarted worker checks at once, as at start
                 continue
-            due = self.schedule.next_after(time.time())
+            due = self.schedules.get(worker.name, self.schedule).next_after(time.time())
             log.debug("schedule.next", at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due)))
 
     def _restart(self, worker: Worker, log: object, exc: Exception, crashes: int, halt: threading.Event) -> bool:
