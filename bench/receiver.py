@@ -1,6 +1,6 @@
 """Batches/s and messages/s that ``sync-workers serve`` accepts from concurrent worker processes.
 
-    python bench/receiver.py [--mb 50] [--clients 4] [--runs 3]
+    python bench/receiver.py [--mb 50] [--clients 4] [--runs 3] [--pg URL [--replicas 2]]
 
 1. Generates (once, cached in ``bench/out/``) a realistic Claude Code corpus of ``--mb`` MB and
    turns it into the exact gzipped bodies a worker sends (``sync-worker claude_code --dry-run``),
@@ -11,6 +11,9 @@
    once. Reports wall time from the first request to the last answer, best of ``--runs``, and
    checks the archive holds every message exactly once.
 3. Posts every body again: the idempotent replays (the first answer, nothing stored) per second.
+
+With ``--pg postgresql://USER@HOST:PORT/DB`` the archive is that PostgreSQL database instead (a fresh schema per
+run, dropped afterwards), served by ``--replicas`` ``serve`` processes with the clients spread over them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +84,12 @@ def client(url: str, items: list[tuple[str, bytes]], start: Any, results: Any) -
     results.put((time.perf_counter(), statuses))
 
 
-def post_all(url: str, items: list[tuple[str, bytes]], clients: int) -> tuple[float, dict[int, int]]:
+def post_all(urls: list[str], items: list[tuple[str, bytes]], clients: int) -> tuple[float, dict[int, int]]:
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     shares = [items[i::clients] for i in range(clients)]
-    processes = [context.Process(target=client, args=(url, share, start, results)) for share in shares]
+    processes = [context.Process(target=client, args=(urls[n % len(urls)], share, start, results))
+                 for n, share in enumerate(shares)]
     for process in processes:
         process.start()
     time.sleep(1.0)  # let every client import and connect; the clock starts at the signal
@@ -99,8 +106,8 @@ def post_all(url: str, items: list[tuple[str, bytes]], clients: int) -> tuple[fl
     return ended - began, statuses
 
 
-def serve(db: Path, token_file: Path) -> tuple[subprocess.Popen, str]:
-    stdout = db.parent / "serve.out"
+def serve(db: Path | str, token_file: Path) -> tuple[subprocess.Popen, str]:
+    stdout = token_file.parent / f"serve-{uuid.uuid4().hex[:8]}.out"
     env = {k: v for k, v in os.environ.items() if k != "SYNC_WORKER_TOKEN"}
     with stdout.open("wb") as out:
         process = subprocess.Popen([str(BIN / "sync-workers"), "serve", "--port", "0", "--db", str(db), "--token-file",
@@ -121,20 +128,50 @@ def serve(db: Path, token_file: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("sync-workers serve did not start within 30 s")
 
 
-def run(items: list[tuple[str, bytes]], messages: int, raw_mb: float, clients: int) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        db, token_file = Path(tmp) / "archive.db", Path(tmp) / "tokens"
+@contextmanager
+def archive(tmp: Path, pg: str | None) -> Iterator[Path | str]:
+    """A fresh SQLite file, or a fresh schema of the PostgreSQL database ``pg`` (dropped at the end)."""
+    if pg is None:
+        yield tmp / "archive.db"
+        return
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{pg}{'&' if '?' in pg else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def count_messages(db: Path | str) -> int:
+    if isinstance(db, str):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    return sqlite3.connect(db).execute("SELECT count(*) FROM messages").fetchone()[0]
+
+
+def run(items: list[tuple[str, bytes]], messages: int, clients: int, pg: str | None = None,
+        replicas: int = 1) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp, archive(Path(tmp), pg) as db:
+        token_file = Path(tmp) / "tokens"
         token_file.write_text(TOKEN + "\n")
-        process, url = serve(db, token_file)
+        servers = [serve(db, token_file) for _ in range(replicas)]
         try:
-            seconds, statuses = post_all(url, items, clients)
-            replay, replay_statuses = post_all(url, items, clients)
+            urls = [url for _, url in servers]
+            seconds, statuses = post_all(urls, items, clients)
+            replay, replay_statuses = post_all(urls, items, clients)
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            for process, _ in servers:
+                process.terminate()
+                process.wait(timeout=30)
         assert statuses == {200: len(items)}, statuses
         assert replay_statuses == {200: len(items)}, replay_statuses
-        stored = sqlite3.connect(db).execute("SELECT count(*) FROM messages").fetchone()[0]
+        stored = count_messages(db)
         assert stored == messages, f"stored {stored} messages, sent {messages}"
     return seconds, replay
 
@@ -145,9 +182,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", choices=[*PROFILES, "all"], default="all")
+    parser.add_argument("--pg", metavar="URL", help="a PostgreSQL database to store in (default: a SQLite file)")
+    parser.add_argument("--replicas", type=int, default=1, help="serve processes on the one database (default 1)")
     args = parser.parse_args()
-    print(f"receiver: sync-workers serve on loopback, {args.clients} client processes, best of {args.runs},"
-          f" {os.cpu_count()} CPUs")
+    store = f"PostgreSQL, {args.replicas} serve process(es)" if args.pg else "SQLite"
+    print(f"receiver: sync-workers serve on loopback ({store}), {args.clients} client processes,"
+          f" best of {args.runs}, {os.cpu_count()} CPUs")
     for profile in PROFILES if args.profile == "all" else [args.profile]:
         items, messages, raw = [], 0, 0
         for line in bodies(args.mb, profile).read_text().splitlines():
@@ -155,7 +195,7 @@ def main() -> None:
             items.append((batch_id, bytes.fromhex(body)))
             messages += int(count)
             raw += len(gzip.decompress(items[-1][1]))
-        runs = [run(items, messages, raw / 1e6, args.clients) for _ in range(args.runs)]
+        runs = [run(items, messages, args.clients, args.pg, args.replicas) for _ in range(args.runs)]
         seconds = min(r[0] for r in runs)
         replay = min(r[1] for r in runs)
         wire = sum(len(b) for _, b in items) / 1e6

@@ -24,3 +24,16 @@ def no_leaked_threads():
         thread.join(timeout=5)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"threads left running: {still}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def receiver_db(request: pytest.FixtureRequest, tmp_path):
+    """The receiver's store, each test once per kind: a SQLite file, then a fresh PostgreSQL schema (tests/pg.py;
+    skipped with a message where no server answers)."""
+    if request.param == "sqlite":
+        yield tmp_path / "archive.db"
+        return
+    from tests.pg import fresh_schema
+
+    with fresh_schema() as url:
+        yield url

@@ -100,7 +100,7 @@ def _started(stdout: Path, process: subprocess.Popen, log: Path) -> str | None:
 
 
 @contextmanager
-def serve(db: Path | None, *args: str, token: str | None = TOKEN, env: dict[str, str] | None = None
+def serve(db: Path | str | None, *args: str, token: str | None = TOKEN, env: dict[str, str] | None = None
           ) -> Iterator[Served]:
     """Run ``sync-workers serve --port 0 [--db DB] [--token-file FILE] ARGS`` until the block ends.
 
@@ -356,7 +356,7 @@ class ServeProcess:
     """``sync-workers serve --port PORT --db DB`` with the test token, which a test may SIGKILL and start
     again on the same port (the worker's ``server.base_url`` stays valid) and the same archive."""
 
-    def __init__(self, db: Path, folder: Path, port: int | None = None) -> None:
+    def __init__(self, db: Path | str, folder: Path, port: int | None = None) -> None:
         self.db = db
         self.folder = folder
         self.port = port or free_port()
@@ -424,8 +424,16 @@ def expected_messages(paths: Iterable[Path]) -> dict[Key, dict]:
     return expected
 
 
-def stored_rows(db: Path, source_type: str = "claude_code") -> list[tuple[str, str, bytes]]:
-    """Every (conversation id, message id, body) row of an archive, read-only; none before it exists."""
+def stored_rows(db: Path | str, source_type: str = "claude_code") -> list[tuple[str, str, bytes]]:
+    """Every (conversation id, message id, body) row of an archive (a SQLite file, read-only, none before it
+    exists; or a PostgreSQL URL)."""
+    if isinstance(db, str):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            rows = conn.execute("SELECT conversation_id, id, body FROM messages WHERE source_type = %s",
+                                (source_type,)).fetchall()
+        return [(bytes(c).decode(), bytes(i).decode(), bytes(body)) for c, i, body in rows]
     if not db.exists():
         return []
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
@@ -474,7 +482,7 @@ class Tally:
         return line + (f" (e.g. {'; '.join(self.examples)})" if self.examples else "")
 
 
-def tally(db: Path, expected: dict[Key, dict], scope: set[str] | None = None,
+def tally(db: Path | str, expected: dict[Key, dict], scope: set[str] | None = None,
           compare_bodies: bool = True) -> Tally:
     """Compare the archive ``db`` with ``expected``. ``scope``: only these conversations count (a store
     shared between tests); None: every conversation the store holds."""

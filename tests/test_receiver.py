@@ -36,8 +36,8 @@ def post(client: TestClient, body: dict[str, Any] | bytes, headers: dict[str, st
 
 
 @pytest.fixture
-def client(tmp_path: Path):
-    app = create_app(Settings(db=tmp_path / "archive.db", tokens=Tokens([TOKEN]), max_body_bytes=LIMIT))
+def client(receiver_db: Path | str):
+    app = create_app(Settings(db=receiver_db, tokens=Tokens([TOKEN]), max_body_bytes=LIMIT))
     with TestClient(app) as client:
         yield client
 
@@ -106,10 +106,10 @@ def test_the_token_file_is_read_again_when_it_changes(tmp_path):
     assert not accepted.accepts("new-token-0123456789"), "an unreadable file accepts nothing"
 
 
-def test_without_tokens_it_refuses_to_start_unless_told_to_accept_anyone(tmp_path):
+def test_without_tokens_it_refuses_to_start_unless_told_to_accept_anyone(receiver_db):
     with pytest.raises(ValueError, match="no accepted token"):
-        ReceiverService(Settings(db=tmp_path / "a.db", tokens=Tokens([""])))
-    app = create_app(Settings(db=tmp_path / "a.db", insecure_no_auth=True))
+        ReceiverService(Settings(db=receiver_db, tokens=Tokens([""])))
+    app = create_app(Settings(db=receiver_db, insecure_no_auth=True))
     with TestClient(app) as client:
         body = orjson.dumps(batch("batch-open", conversation("c", message("m"))))
         response = client.post(BATCH_ENDPOINT, content=body)
@@ -191,8 +191,8 @@ def test_without_the_header_the_batch_id_is_the_key(client):
     assert again.headers.get("Idempotent-Replayed") == "true"
 
 
-def test_idempotency_records_expire_after_the_retention(tmp_path):
-    service = ReceiverService(Settings(db=tmp_path / "a.db", tokens=Tokens([TOKEN]), idempotency_retention=0))
+def test_idempotency_records_expire_after_the_retention(receiver_db):
+    service = ReceiverService(Settings(db=receiver_db, tokens=Tokens([TOKEN]), idempotency_retention=0))
     service.PRUNE_EVERY = 0.0
     try:
         data = orjson.dumps(batch("batch-expiring", conversation("c1", message("m1"))))
@@ -230,8 +230,8 @@ def test_conversations_are_listed_in_pages_and_read_with_their_messages(client):
     assert client.get("/internal/v1/conversations", params={"source_type": "x"}, headers=AUTH).status_code == 422
 
 
-def test_the_router_mounts_in_an_existing_app(tmp_path):
-    service = ReceiverService(Settings(db=tmp_path / "a.db", tokens=Tokens([TOKEN])))
+def test_the_router_mounts_in_an_existing_app(receiver_db):
+    service = ReceiverService(Settings(db=receiver_db, tokens=Tokens([TOKEN])))
     host = FastAPI()
 
     @host.get("/theirs")

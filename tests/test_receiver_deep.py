@@ -34,8 +34,8 @@ HOLE = b'"@@HOLE@@"'
 
 
 @pytest.fixture
-def client(tmp_path: Path):
-    app = create_app(Settings(db=tmp_path / "archive.db", tokens=Tokens([TOKEN])))
+def client(receiver_db: Path | str):
+    app = create_app(Settings(db=receiver_db, tokens=Tokens([TOKEN])))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -147,8 +147,8 @@ def refused_fields(convs: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> 
 
 
 @pytest.mark.filterwarnings("ignore:Generating overly large repr")
-def test_no_schema_valid_batch_gets_a_5xx_and_a_stored_one_reads_back_as_sent(tmp_path: Path) -> None:
-    app = create_app(Settings(db=tmp_path / "archive.db", tokens=Tokens([TOKEN]), max_body_bytes=64 * 1024 * 1024))
+def test_no_schema_valid_batch_gets_a_5xx_and_a_stored_one_reads_back_as_sent(receiver_db: Path | str) -> None:
+    app = create_app(Settings(db=receiver_db, tokens=Tokens([TOKEN]), max_body_bytes=64 * 1024 * 1024))
     numbering = itertools.count()
     posted: Counter[int] = Counter()
     styles = st.tuples(st.booleans(), st.sampled_from([(",", ":"), (", ", ": "), (" ,\n", " :\t")]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import random
@@ -16,6 +17,7 @@ import httpx
 import orjson
 
 from bench.corpus import generate
+from tests.pg import conversation_count, message_rows
 from tests.receiver import TOKEN, batch, conversation, message, running_receiver, serve
 
 BIN = Path(sys.executable).parent
@@ -46,8 +48,8 @@ def test_serve_publishes_the_local_archive_by_default_and_stops_cleanly(tmp_path
     assert rows == (1,)
 
 
-def test_serve_accepts_the_token_from_the_environment(tmp_path):
-    with serve(tmp_path / "a.db", token=None, env={**without_token_env(), "SYNC_WORKER_TOKEN": "env-token-123456"}
+def test_serve_accepts_the_token_from_the_environment(receiver_db):
+    with serve(receiver_db, token=None, env={**without_token_env(), "SYNC_WORKER_TOKEN": "env-token-123456"}
                ) as served:
         body = orjson.dumps(batch("batch-env-1", conversation("c1", message("m1"))))
         ok = httpx.post(served.url + ENDPOINT, content=body, headers={"Authorization": "Bearer env-token-123456"})
@@ -55,11 +57,12 @@ def test_serve_accepts_the_token_from_the_environment(tmp_path):
         assert (ok.status_code, refused.status_code) == (200, 401)
 
 
-def test_concurrent_overlapping_batches_store_every_message_once(tmp_path):
+def test_concurrent_overlapping_batches_store_every_message_once(receiver_db):
     """8 clients post overlapping batches at once, and all of them also post the same 4 batches
     (same batch_id, same body): every message is stored once, and the counts of the distinct
-    answers add up to what the archive holds."""
-    db = tmp_path / "archive.db"
+    answers add up to what the archive holds. On PostgreSQL the clients are spread over two
+    ``serve`` processes on one database (replicas, no lock between them), so copies of a shared
+    batch race each other on both: the first stores it, every other copy gets its answer."""
     pool = {f"conv-{c}": [message(f"m{m}", f"conversation {c} message {m}") for m in range(40)] for c in range(12)}
     shared = [_random_batch(random.Random(99 + i), pool, f"shared-{i}") for i in range(4)]
     answers: list[tuple[str, bytes, bool]] = []
@@ -81,8 +84,10 @@ def test_concurrent_overlapping_batches_store_every_message_once(tmp_path):
                         failures.append(f"{body['batch_id']}: {response.status_code} {response.text}")
                     answers.append((body["batch_id"], response.content, "Idempotent-Replayed" in response.headers))
 
-    with serve(db) as served:
-        threads = [threading.Thread(target=client, args=(n, served.url), name=f"client-{n}") for n in range(8)]
+    replicas = 2 if isinstance(receiver_db, str) else 1
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(serve(receiver_db)).url for _ in range(replicas)]
+        threads = [threading.Thread(target=client, args=(n, urls[n % replicas]), name=f"client-{n}") for n in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -93,13 +98,11 @@ def test_concurrent_overlapping_batches_store_every_message_once(tmp_path):
     for batch_id, content, _ in answers:
         assert orjson.loads(content) == first[batch_id], "a replay answers the first answer"
     sent = {(c["id"], m["id"]) for b in [*shared, *_all_own(pool)] for c in b["conversations"] for m in c["messages"]}
-    archive = sqlite3.connect(db)
-    stored, distinct = archive.execute(
-        "SELECT count(*), count(DISTINCT conversation_id || '/' || id) FROM messages").fetchone()
-    conversations = archive.execute("SELECT count(*) FROM conversations").fetchone()[0]
-    assert stored == distinct == len(sent)
-    assert sum(a["inserted_messages"] for a in first.values()) == stored
-    assert sum(a["inserted_conversations"] for a in first.values()) == conversations
+    rows = message_rows(receiver_db)
+    assert len(rows) == len(set(rows)) == len(sent)
+    assert set(rows) == sent
+    assert sum(a["inserted_messages"] for a in first.values()) == len(rows)
+    assert sum(a["inserted_conversations"] for a in first.values()) == conversation_count(receiver_db)
     assert sum(a["updated_messages"] for a in first.values()) == 0, "every copy of a message was the same"
 
 

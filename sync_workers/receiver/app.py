@@ -15,7 +15,6 @@ reading, then decoding, validation and the SQLite write run in a worker thread.
 
 import enum
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -26,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from sync_workers import __version__
+from sync_workers.receiver.backends import unavailable_errors
 from sync_workers.receiver.service import Answer, ReceiverService, Refused, Settings
 from sync_workers.receiver.validation import SCHEMA, openapi_schema
 
@@ -55,11 +55,12 @@ def _fault(request: Request, exc: Exception) -> Response:
 
     Logged with its traceback, and answered with a JSON body the worker can report: 503 with
     ``Retry-After`` when the database is busy or unusable (``sqlite3.OperationalError``: locked past
-    ``busy_timeout``, disk full, a read-only file), 500 otherwise. Both are 5xx, which a worker
+    ``busy_timeout``, disk full, a read-only file; on PostgreSQL a lost connection, a server shutting down,
+    no pooled connection free in time), 500 otherwise. Both are 5xx, which a worker
     retries with backoff and never dead-letters, so the batch is not lost while the fault is fixed.
     """
     log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc, exc_info=exc)
-    if isinstance(exc, sqlite3.OperationalError):
+    if isinstance(exc, unavailable_errors()):
         return _json(503, {"detail": f"the archive database is unavailable ({exc}): retry later"},
                      {"Retry-After": "5"})
     return _json(500, {"detail": f"internal error ({type(exc).__name__}): the receiver logged it; retry later"})

@@ -35,8 +35,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     serve.add_argument(*_flag("host"), default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument(*_flag("port"), type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    serve.add_argument(*_flag("db"), metavar="PATH",
-                       help="archive file (default <state_dir>/archive.db, the workers' local archive)")
+    serve.add_argument(*_flag("db"), metavar="PATH|URL",
+                       help="archive file (default <state_dir>/archive.db, the workers' local archive), or"
+                            " postgresql://USER@HOST:PORT/DB: one database several serve processes share")
+    serve.add_argument(*_flag("pool_size"), type=int, default=10, metavar="N",
+                       help="PostgreSQL connections this process opens at most (default 10)")
     serve.add_argument(*_flag("token_file"), metavar="PATH", help="file of accepted tokens, one per line")
     serve.add_argument(*_flag("insecure_no_auth"), action="store_true", help="accept requests without a token")
     serve.add_argument(*_flag("max_body_bytes"), type=int, default=32 * 1024 * 1024, metavar="N",
@@ -96,10 +99,15 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
         print(f"error: serve: no accepted token: set {TOKEN_ENV} or --token-file FILE (one token a line),"
               " or pass --insecure-no-auth to accept any request", file=sys.stderr)
         return 2
+    if args.pool_size <= 0:
+        print("error: serve: --pool-size must be greater than 0", file=sys.stderr)
+        return 2
     if args.max_body_bytes <= 0:
         print("error: serve: --max-body-bytes must be greater than 0", file=sys.stderr)
         return 2
-    db = Path(args.db).expanduser() if args.db else config.archive_path
+    from sync_workers.receiver.backends import describe, is_postgres
+
+    db: str | Path = args.db if is_postgres(args.db) else Path(args.db).expanduser() if args.db else config.archive_path
     if not args.db:
         from sync_workers.private import private_dir
 
@@ -107,9 +115,19 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
     if args.insecure_no_auth and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving {args.host} without authentication: anyone who reaches it can write",
               file=sys.stderr)
-    app = create_app(Settings(db=db, tokens=tokens, insecure_no_auth=args.insecure_no_auth,
-                              max_body_bytes=args.max_body_bytes, read_tokens=read_tokens,
-                              public_docs=args.public_docs))
+    try:
+        app = create_app(Settings(db=db, tokens=tokens, insecure_no_auth=args.insecure_no_auth,
+                                  max_body_bytes=args.max_body_bytes, read_tokens=read_tokens,
+                                  public_docs=args.public_docs, pool_size=args.pool_size))
+    except ImportError as exc:  # a postgresql:// URL without the pg extra
+        print(f"error: serve: --db {describe(str(db))} needs psycopg (pip install 'sync-workers[pg]'): {exc}",
+              file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not is_postgres(db) or type(exc).__module__.split(".")[0] != "psycopg":
+            raise
+        print(f"error: serve: cannot use the database {describe(str(db))}: {str(exc).strip()}", file=sys.stderr)
+        return 2
     from sync_workers.logs import stdlib_handler
 
     # uvicorn's and the app's records through the workers' renderer: readable on a terminal, JSON
@@ -123,7 +141,8 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
     logging.getLogger("uvicorn.access").addFilter(_NoQueryString())  # uvicorn.Config set its logging up
     sock = server.config.bind_socket()
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving http://{host}:{sock.getsockname()[1]} (archive {db})", flush=True)
+    where = describe(db) if isinstance(db, str) else db
+    print(f"serving http://{host}:{sock.getsockname()[1]} (archive {where})", flush=True)
 
     def stop(signum: int, frame: Any) -> None:
         # uvicorn handles SIGINT/SIGTERM while it runs, then raises the signal again against

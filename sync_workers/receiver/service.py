@@ -3,12 +3,10 @@
 ``app.py`` is a thin FastAPI layer over :class:`ReceiverService`; everything that decides a
 status code is here, so it can be tested and reused without HTTP (or put over another store).
 
-Concurrency: one writer connection behind a lock (SQLite has one writer at a time anyway; a
-lock in the process queues threads without the busy-wait of ``busy_timeout``), and one
-read-only connection per thread (WAL: reads never wait for the writer). Other processes writing
-the same file, such as a worker's local archive sink, take turns through ``BEGIN IMMEDIATE`` and
-``busy_timeout``. The idempotency check is repeated inside the write transaction, so two
-copies of one batch racing each other are stored once and both answered with the first counts.
+Storage is a backend (:mod:`sync_workers.receiver.backends`): a SQLite archive file in this process, or
+PostgreSQL shared by several receiver processes. Either way the idempotency key is checked again inside
+the write transaction, so two copies of one batch racing each other (on one replica or two) are stored
+once and both answered with the first counts.
 """
 
 from __future__ import annotations
@@ -25,8 +23,9 @@ import orjson
 
 from sync_workers.receiver import idempotency, rawjson
 from sync_workers.receiver.auth import Tokens
+from sync_workers.receiver.backends import Backend, open_backend
 from sync_workers.receiver.validation import InvalidBatch, validate
-from sync_workers.store import ArchiveStore, ConversationRecord, MessageRecord
+from sync_workers.store import ConversationRecord, MessageRecord, UpsertCounts
 
 __all__ = ["Answer", "ReceiverService", "Refused", "Settings", "decode_body", "to_records"]
 
@@ -40,6 +39,7 @@ class Settings:
     """How a receiver runs. ``tokens`` empty or None refuses to start unless ``insecure_no_auth``."""
 
     db: str | Path
+    """A SQLite archive file, or a ``postgresql://USER@HOST:PORT/DB`` URL (the store several replicas share)."""
     tokens: Tokens | None = None
     insecure_no_auth: bool = False
     max_body_bytes: int = 32 * MiB
@@ -52,6 +52,8 @@ class Settings:
     worker's token on a laptop cannot read everyone's archive. None: ``tokens`` also read (as before)."""
     public_docs: bool = False
     """Serve ``/docs`` and ``/openapi.json`` to anyone; else they need a read token."""
+    pool_size: int = 10
+    """PostgreSQL connections this process opens at most (requests beyond it wait for one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,7 @@ def to_records(batch: dict[str, Any], layout: rawjson.Layout | None = None) -> l
 
 
 class ReceiverService:
-    """The receiver over one archive file. Thread-safe; call :meth:`close` when done."""
+    """The receiver over one store. Thread-safe; call :meth:`close` when done."""
 
     PRUNE_EVERY = 600.0
 
@@ -145,16 +147,9 @@ class ReceiverService:
         if not settings.tokens and not settings.insecure_no_auth:
             raise ValueError("no accepted token: give tokens (SYNC_WORKER_TOKEN or a token file) or insecure_no_auth")
         self.settings = settings
-        self.path = Path(settings.db).expanduser()
-        self._write_lock = threading.Lock()
-        self._writer: ArchiveStore | None = None
-        self._local = threading.local()
-        self._readers: list[ArchiveStore] = []
-        self._readers_lock = threading.Lock()
-        self._generation = 0
+        self.store: Backend = open_backend(settings.db, settings.pool_size)  # a bad path or URL fails at start
         self._pruned_at = 0.0
-        with self._write_lock:
-            self._open_writer()  # create the file and tables now: a bad path fails at start
+        self._prune_lock = threading.Lock()
 
     # -- auth ---------------------------------------------------------------------------------
 
@@ -187,7 +182,7 @@ class ReceiverService:
             key = key.strip()
             if not key or len(key) > 512:
                 raise Refused(400, "Idempotency-Key must be 1 to 512 characters", field="Idempotency-Key")
-            prior = idempotency.lookup(self._reader().db, key)
+            prior = self.store.lookup(key)
             if prior is not None:  # a retry: answer without decoding or validating again
                 return _replay(prior, key, body_digest)
         try:
@@ -208,27 +203,11 @@ class ReceiverService:
             records = to_records(batch, rawjson.layout(body, batch, scanned))
         except rawjson.Unstorable as exc:
             raise Refused(422, f"the batch cannot be stored as sent: {exc}", field=exc.field) from None
-        with self._write_lock:
-            writer = self._open_writer()
-            with writer.transaction() as db:
-                prior = idempotency.lookup(db, key)
-                if prior is not None:
-                    return _replay(prior, key, body_digest)
-                counts = writer.upsert_in(db, batch["source_type"], records)
-                response = orjson.dumps({
-                    "success": True,
-                    "inserted_conversations": counts.inserted_conversations,
-                    "inserted_messages": counts.inserted_messages,
-                    "updated_conversations": counts.updated_conversations,
-                    "updated_messages": counts.updated_messages,
-                    "duplicate_messages": counts.duplicate_messages,
-                })
-                idempotency.remember(db, key, body_digest, response)
-                now = time.monotonic()
-                if now - self._pruned_at > self.PRUNE_EVERY:
-                    self._pruned_at = now
-                    idempotency.prune(db, self.settings.idempotency_retention)
-        return Answer(200, response)
+        record, fresh = self.store.write(key, body_digest, batch["source_type"], records, _response)
+        if not fresh:
+            return _replay(record, key, body_digest)
+        self._prune_now_and_then()
+        return Answer(200, record.response)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -237,49 +216,45 @@ class ReceiverService:
         ``next_cursor`` is null on the last page. Built from the stored JSON text, never re-encoded."""
         limit = max(1, min(limit, self.settings.max_page_size))
         after = _decode_cursor(cursor) if cursor else None
-        rows = self._reader().list_conversations_json(source_type or None, limit + 1, after)
+        rows = self.store.list_conversations_json(source_type or None, limit + 1, after)
         page = rows[:limit]
         cursor_out = _encode_cursor(*page[-1][0]) if len(rows) > limit else None
         return b'{"conversations":[%s],"next_cursor":%s}' % (b",".join(j for _, j in page), orjson.dumps(cursor_out))
 
     def get_conversation(self, source_type: str, conversation_id: str) -> bytes | None:
         """The conversation as JSON with its messages exactly as received, or None."""
-        return self._reader().get_conversation_json(source_type, conversation_id)
+        return self.store.get_conversation_json(source_type, conversation_id)
 
     def healthy(self) -> bool:
-        return self._reader().db.execute("SELECT 1").fetchone() == (1,)
+        return self.store.healthy()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def _open_writer(self) -> ArchiveStore:
-        """The writer connection, opened on first use (and again after :meth:`close`). Hold the lock."""
-        if self._writer is None:
-            self._writer = ArchiveStore(self.path)
-            idempotency.ensure_table(self._writer.db)
-        return self._writer
-
-    def _reader(self) -> ArchiveStore:
-        """This thread's read-only connection, opened on first use (and again after :meth:`close`)."""
-        store, generation = getattr(self._local, "store", (None, -1))
-        if store is None or generation != self._generation:
-            store = ArchiveStore(self.path, readonly=True)
-            self._local.store = (store, self._generation)
-            with self._readers_lock:
-                self._readers.append(store)
-        return store
+    def _prune_now_and_then(self) -> None:
+        """Forget expired idempotency keys every :attr:`PRUNE_EVERY` seconds, after a commit (never inside a batch's
+        transaction: on PostgreSQL another replica may be pruning too)."""
+        now = time.monotonic()
+        with self._prune_lock:
+            if now - self._pruned_at <= self.PRUNE_EVERY:
+                return
+            self._pruned_at = now
+        self.store.prune(self.settings.idempotency_retention)
 
     def close(self) -> None:
         """Close every connection. The service stays usable: the next request opens them again,
         so a host app whose lifespan runs more than once (test clients do) keeps working."""
-        with self._readers_lock:
-            self._generation += 1
-            for store in self._readers:
-                store.close()
-            self._readers.clear()
-        with self._write_lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+        self.store.close()
+
+
+def _response(counts: UpsertCounts) -> bytes:
+    return orjson.dumps({
+        "success": True,
+        "inserted_conversations": counts.inserted_conversations,
+        "inserted_messages": counts.inserted_messages,
+        "updated_conversations": counts.updated_conversations,
+        "updated_messages": counts.updated_messages,
+        "duplicate_messages": counts.duplicate_messages,
+    })
 
 
 def _replay(prior: idempotency.Record, key: str, body_digest: bytes) -> Answer:
