@@ -164,16 +164,16 @@ class PgStore:
                 "SELECT conversation_id, id, sha256(body) FROM messages WHERE source_type = %b"
                 " AND (conversation_id, id) IN (SELECT * FROM unnest(%b::bytea[], %b::bytea[]))",
                 (source_type, [k[0] for k in repeated], [k[1] for k in repeated]))}
-        batch_seq = conn.execute("SELECT nextval('message_batches')").fetchone()[0]
         last = [messages[k][-1] for k in keys]
         returned = {(bytes(c), bytes(i)): inserted for c, i, inserted in conn.execute(
             "INSERT INTO messages (source_type, conversation_id, id, batch_seq, position, role, created_at, visibility,"
-            " body) SELECT %b, u.c, u.i, %b, u.p, u.r, u.t, u.v, u.b FROM unnest(%b::bytea[], %b::bytea[], %b::int4[],"
+            " body) SELECT %b, u.c, u.i, (SELECT nextval('message_batches')), u.p, u.r, u.t, u.v, u.b"
+            " FROM unnest(%b::bytea[], %b::bytea[], %b::int4[],"
             " %b::text[], %b::text[], %b::text[], %b::bytea[]) AS u(c, i, p, r, t, v, b) ORDER BY u.c, u.i"
             " ON CONFLICT (source_type, conversation_id, id) DO UPDATE SET role = excluded.role,"
             " created_at = excluded.created_at, visibility = excluded.visibility, body = excluded.body"
             " WHERE messages.body IS DISTINCT FROM excluded.body RETURNING conversation_id, id, xmax = 0",
-            (source_type, batch_seq, [k[0] for k in keys], [k[1] for k in keys], [messages[k][0] for k in keys],
+            (source_type, [k[0] for k in keys], [k[1] for k in keys], [messages[k][0] for k in keys],
              [m.role for m in last], [m.created_at for m in last], [m.visibility for m in last],
              [m.body for m in last]))}
         for key in keys:
