@@ -326,6 +326,10 @@ def codex_main(argv: Sequence[str] | None = None) -> int:
     return worker_main(argv, worker="codex", prog="codex-sync-worker")
 
 
+def gemini_main(argv: Sequence[str] | None = None) -> int:
+    return worker_main(argv, worker="gemini", prog="gemini-sync-worker")
+
+
 def gemini_cli_main(argv: Sequence[str] | None = None) -> int:
     return worker_main(argv, worker="gemini_cli", prog="gemini-cli-sync-worker")
 

@@ -6,6 +6,7 @@ from sync_workers.sources.claude import ClaudeExportSource
 from sync_workers.sources.claude_code import ClaudeCodeSource
 from sync_workers.sources.codex import CodexSource
 from sync_workers.sources.files import FileSource
+from sync_workers.sources.gemini import GeminiTakeoutSource
 from sync_workers.sources.gemini_cli import GeminiCliSource
 from sync_workers.sources.openai import OpenAISource
 from sync_workers.sources.opencode import OpenCodeSource
@@ -17,6 +18,7 @@ SOURCES: dict[str, type[FileSource]] = {
     ClaudeExportSource.name: ClaudeExportSource,
     CodexSource.name: CodexSource,
     GeminiCliSource.name: GeminiCliSource,
+    GeminiTakeoutSource.name: GeminiTakeoutSource,
     OpenCodeSource.name: OpenCodeSource,
     OpenAISource.name: OpenAISource,
 }

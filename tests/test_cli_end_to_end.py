@@ -201,13 +201,14 @@ def test_run_once_syncs_every_enabled_worker_and_status_reports_them(tmp_path, c
         f"worker:\n  state_dir: {tmp_path / 'state'}\n"
         f"sources:\n  claude_code:\n    projects_dir: {projects}\n"
         f"  codex:\n    sessions_dir: {empty}\n  gemini_cli:\n    enabled: false\n"
-        f"  opencode:\n    data_dir: {empty}\n"
+        f"  opencode:\n    data_dir: {empty}\n  openai:\n    export_dir: {empty}\n"
+        f"  claude:\n    data_dir: {empty}\n  gemini:\n    takeout_dir: {empty}\n"
     )
     run = subprocess.run([str(BIN / "sync-workers"), "run", "-config", str(config), "--once"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["claude_code", "codex", "opencode"]
+    assert [line.split(":")[0] for line in lines] == ["claude_code", "claude", "codex", "gemini", "opencode", "openai"]
     assert f"{manifest.messages} messages" in lines[0]
     status = subprocess.run([str(BIN / "sync-workers"), "status", "-config", str(config)],
                             capture_output=True, text=True, timeout=60)

@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 from sync_workers.exports.archive import MAX_MEMBERS, ArchiveError, SafeZip, is_zip
 
-__all__ = ["Export", "Ident", "Opened", "find_exports", "identify", "manifest_zips", "md5_of", "open_export",
-           "select_members"]
+__all__ = ["Export", "Ident", "Opened", "PathPattern", "find_exports", "identify", "manifest_zips", "md5_of",
+           "open_export", "select_members"]
 
 Kind = Literal["zip", "folder", "json"]
 _PARTIAL = (".part", ".crdownload", ".download", ".tmp", ".partial")
@@ -74,14 +74,34 @@ class Opened:
         return self._opener(name)
 
 
-def select_members(names: list[str], pattern: re.Pattern[str]) -> list[str]:
+class PathPattern:
+    """Members named by their whole relative path, down to ``depth`` folders, where a base name
+    says too little: Takeout's activity files are ``<My Activity>/<Gemini Apps>/<file>.json`` in
+    the account's language. It stands wherever a ``members`` pattern is taken."""
+
+    def __init__(self, regex: str, depth: int, flags: int = 0) -> None:
+        self.regex = re.compile(regex, flags)
+        self.pattern = regex
+        self.depth = depth
+
+    def fullmatch(self, name: str) -> re.Match[str] | None:
+        return self.regex.fullmatch(name)
+
+
+Members = re.Pattern[str] | PathPattern
+
+
+def select_members(names: list[str], pattern: re.Pattern[str] | PathPattern) -> list[str]:
     """The conversation files among ``names``: base name matching ``pattern``, at the export's top
     or one folder down (zips made by hand often wrap everything in a folder), in name order (the
-    split ``conversations-000.json``, ``-001`` ... read in sequence)."""
+    split ``conversations-000.json``, ``-001`` ... read in sequence). A :class:`PathPattern`
+    matches whole names instead."""
+    if isinstance(pattern, PathPattern):
+        return sorted(n for n in names if n.count("/") <= pattern.depth and pattern.fullmatch(n))
     return sorted(n for n in names if n.count("/") <= 1 and pattern.fullmatch(n.rsplit("/", 1)[-1]))
 
 
-def find_exports(folder: Path, pattern: re.Pattern[str]) -> tuple[list[tuple[Path, Kind]], list[tuple[Path, str]]]:
+def find_exports(folder: Path, pattern: Members) -> tuple[list[tuple[Path, Kind]], list[tuple[Path, str]]]:
     """The exports in a watched folder, and what was passed over for a reason worth reporting."""
     found: list[tuple[Path, Kind]] = []
     refused: list[tuple[Path, str]] = []
@@ -107,17 +127,19 @@ def find_exports(folder: Path, pattern: re.Pattern[str]) -> tuple[list[tuple[Pat
     return found, refused
 
 
-def kind_of(path: Path, pattern: re.Pattern[str]) -> Kind | None:
+def kind_of(path: Path, pattern: Members) -> Kind | None:
     """``zip`` by signature, ``json`` for a file named like a conversations file, else None."""
     if is_zip(path):
         return "zip"
     return "json" if pattern.fullmatch(path.name) else None
 
 
-def _folder_members(folder: Path, pattern: re.Pattern[str]) -> list[str]:
+def _folder_members(folder: Path, pattern: Members) -> list[str]:
     """The conversation files of an unpacked export: only its top and the folders just under it
     are listed (discovery runs at every check; a folder of thousands of images is not walked)."""
     names: list[str] = []
+    if isinstance(pattern, PathPattern):
+        return _deep_members(folder, pattern)
     try:
         with os.scandir(folder) as top:
             for entry in top:
@@ -135,6 +157,22 @@ def _folder_members(folder: Path, pattern: re.Pattern[str]) -> list[str]:
         if zips:
             return [zips[0], *(z for z in zips[1:] if os.path.isfile(folder / z))]
     return members
+
+
+def _deep_members(folder: Path, pattern: PathPattern) -> list[str]:
+    """The members of an unpacked export under a :class:`PathPattern`: its folders walked down to
+    the pattern's depth only, symlinks not followed."""
+    names: list[str] = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        base = os.path.relpath(root, folder)
+        depth = 0 if base == "." else base.count(os.sep) + 1
+        if depth >= pattern.depth:
+            dirs.clear()
+        for name in files:
+            relative = name if base == "." else f"{base}/{name}".replace(os.sep, "/")
+            if pattern.fullmatch(relative) and stat.S_ISREG(os.lstat(os.path.join(root, name)).st_mode):
+                names.append(relative)
+    return sorted(names)
 
 
 def manifest_zips(folder: Path) -> list[str] | None:
@@ -192,7 +230,7 @@ def _files(folder: Path, limit: int) -> Iterator[str]:
             yield name if base == "." else f"{base}/{name}".replace(os.sep, "/")
 
 
-def identify(path: Path, kind: Kind, pattern: re.Pattern[str]) -> Ident | None:
+def identify(path: Path, kind: Kind, pattern: Members) -> Ident | None:
     """The export's :class:`Ident`, None when it is gone."""
     try:
         st = os.stat(path)
@@ -208,7 +246,7 @@ def identify(path: Path, kind: Kind, pattern: re.Pattern[str]) -> Ident | None:
         return None
 
 
-def md5_of(path: Path, kind: Kind, pattern: re.Pattern[str]) -> str:
+def md5_of(path: Path, kind: Kind, pattern: Members) -> str:
     """MD5 of the export file (a folder: of its conversation files, in order): the same export
     dropped twice, or downloaded again, is recognised by it."""
     digest = hashlib.md5(usedforsecurity=False)

@@ -37,6 +37,7 @@ from sync_workers.exports.layout import (
     Export,
     Ident,
     Kind,
+    PathPattern,
     find_exports,
     identify,
     kind_of,
@@ -64,7 +65,7 @@ class ExportSource(FileSource):
     options: ClassVar[dict[str, Any]] = {"export_dir": None}
     export_folder: ClassVar[str]
     """The default export folder is ``~/Downloads/sync-workers/<export_folder>``."""
-    members: ClassVar[re.Pattern[str]] = re.compile(r"conversations(-\d+)?\.json")
+    members: ClassVar[re.Pattern[str] | PathPattern] = re.compile(r"conversations(-\d+)?\.json")
     """Base names of the files holding conversations (a JSON array, or an object with ``container_key``)."""
     container_key: ClassVar[str] = "conversations"
     settle_seconds: ClassVar[float] = SETTLE_SECONDS
