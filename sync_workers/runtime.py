@@ -1,7 +1,11 @@
-"""Runs workers as daemons: file events (debounced) plus a schedule, signals, restart with backoff.
+"""Runs workers as daemons: file events (coalesced) plus a schedule, signals, restart with backoff.
 
 Each worker gets one thread and one stop event (the watchdog habit): the thread waits for a file
-event, the next scheduled check, or the stop event, and calls ``worker.check()``. What a check
+event, the next scheduled check, or the stop event. A file event gets a check of what changed
+(``worker.check_changed()`` where the worker has one) after ``COALESCE_SECONDS``, so a burst of
+writes is one check, but a file written every 100 ms is still read as it grows: there is no wait
+for silence. The schedule gets a full pass, ``worker.check()``, the safety net for missed events,
+on its own clock whatever the events do. What a check
 meets is contained where it happens (a record, a file, a batch: see ``worker`` and ``sender``);
 what still escapes is a bug or a broken disk: it is logged with its traceback and the worker is
 restarted (stopped and started again) with backoff. A worker that crashes ``MAX_CRASHES`` times
@@ -28,8 +32,8 @@ from sync_workers.protocol import Worker
 
 __all__ = ["EXIT_CRASHED", "Schedule", "Supervisor", "run_until_signal"]
 
-DEBOUNCE_SECONDS = 0.5
-MAX_DEBOUNCE_SECONDS = 5.0
+COALESCE_SECONDS = 0.02
+"""After a file event, how long more events are gathered into the same check."""
 MAX_CRASHES = 5
 STOP_SECONDS = 20.0
 
@@ -132,9 +136,14 @@ class Supervisor:
         crashes = 0
         due = time.time()  # a check at start picks up what happened while stopped
         while not halt.is_set():
-            if not self._wait(worker, due, halt):
+            reason = self._wait(worker, due, halt)
+            if reason is None:
                 break
             try:
+                if reason == "changed":
+                    getattr(worker, "check_changed", worker.check)()
+                    crashes = 0
+                    continue  # the full pass keeps its own schedule
                 worker.check()
                 crashes = 0
             except Stopped:
@@ -174,26 +183,19 @@ class Supervisor:
             return self._restart(worker, log, start_exc, crashes + 1, halt)
         return True
 
-    def _wait(self, worker: Worker, due: float, halt: threading.Event) -> bool:
-        """Until a change settles or the schedule is due; False when stopping."""
+    def _wait(self, worker: Worker, due: float, halt: threading.Event) -> str | None:
+        """Until the schedule is due ("due") or a file changed ("changed", after gathering the rest
+        of its burst for ``COALESCE_SECONDS``); None when stopping."""
         while not halt.is_set():
             remaining = due - time.time()
             if remaining <= 0:
-                return True
+                return "due"
             if worker.changed.wait(remaining):
-                if halt.is_set():
-                    return False
-                self._settle(worker, halt)
-                return True
-        return False
-
-    def _settle(self, worker: Worker, halt: threading.Event) -> None:
-        """Let a burst of writes finish: wait for a quiet spell, at most MAX_DEBOUNCE_SECONDS."""
-        deadline = time.time() + MAX_DEBOUNCE_SECONDS
-        while time.time() < deadline and not halt.is_set():
-            worker.changed.clear()
-            if not worker.changed.wait(DEBOUNCE_SECONDS):
-                return
+                if halt.wait(COALESCE_SECONDS):
+                    return None
+                worker.changed.clear()  # what changes from here on is the next check's
+                return "changed"
+        return None
 
 
 def run_until_signal(supervisor: Supervisor, reload: Callable[[], None] | None = None) -> int:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,10 @@ class State:
         self._migrate()
         self.outbox = Outbox(self.db, namespace)
         self.failing = {row[0] for row in self.db.execute(self._q("SELECT path FROM {failures}"))}
+        self._cursors: dict[str, FileCursor] | None = None
+        """The cursors, read once and then written through (``cursors``)."""
+        self._moved: list[FileCursor] = []
+        """Cursors applied in the transaction under way: into ``_cursors`` when it commits."""
 
     def _migrate(self) -> None:
         """Add the columns a state file written by an older version lacks (``CREATE TABLE IF NOT
@@ -167,12 +172,35 @@ class State:
         return sql.format_map(self.names)
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return transaction(self.db)
+        """A write transaction; the cursors ``apply`` moves in it reach the in-memory cursors only
+        once it has committed, so memory never runs ahead of the file (a rolled-back batch is read again)."""
+        return self._transaction()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with transaction(self.db) as db:
+                yield db
+        except BaseException:
+            self._moved.clear()
+            raise
+        if self._cursors is not None:
+            for cursor in self._moved:
+                self._cursors[cursor.path] = cursor
+        self._moved.clear()
 
     # -- cursors and digests ----------------------------------------------------------------
 
     def cursors(self) -> dict[str, FileCursor]:
-        """Every file cursor, in one query: a scan looks them up in memory, not per file."""
+        """Every file cursor, by path: read in one query on the first call, then kept in memory and
+        written through (each committed ``apply`` updates it), so a daemon's rescan of thousands of
+        unchanged files makes no query at all. One process holds a worker's state (``StateLock``),
+        so nothing else moves these rows meanwhile. The dict is the state's own: read it, never change it."""
+        if self._cursors is None:
+            self._cursors = self._load_cursors()
+        return self._cursors
+
+    def _load_cursors(self) -> dict[str, FileCursor]:
         rows = self.db.execute(
             self._q("SELECT path, dev, ino, size, mtime_ns, head_len, head_md5, offset, parser_state, doc_md5,"
             " tail_len, tail_md5 FROM {files}")
@@ -185,6 +213,9 @@ class State:
     def forget_files(self, paths: list[str]) -> None:
         with self.transaction() as db:
             db.executemany(self._q("DELETE FROM {files} WHERE path = ?"), [(p,) for p in paths])
+        if self._cursors is not None:
+            for path in paths:
+                self._cursors.pop(path, None)
 
     def acked_digests(self, conversation_id: str) -> dict[str, str]:
         rows = self.db.execute(
@@ -222,7 +253,9 @@ class State:
             self.apply(db, advance)
 
     def apply(self, db: sqlite3.Connection, advance: Advance) -> None:
+        """Write ``advance`` in the caller's transaction ``db``, one of :meth:`transaction`'s."""
         if advance.cursors:
+            self._moved.extend(advance.cursors)
             db.executemany(
                 self._q("INSERT OR REPLACE INTO {files} (path, dev, ino, size, mtime_ns, head_len, head_md5, offset,"
                 " parser_state, doc_md5, tail_len, tail_md5) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),

@@ -20,8 +20,9 @@ from sync_workers.config import Config
 from sync_workers.errors import Retryable
 from sync_workers.lock import StateLock
 from sync_workers.logs import get_logger
-from sync_workers.sources.files import FileSource, ScanContext, ScanStats, TrackedFile
+from sync_workers.sources.files import FileSource, ScanContext, ScanStats, TrackedFile, survey, vanished_paths
 from sync_workers.state import QUARANTINE_AFTER, FileFailure, State
+from sync_workers.watch import Changes, watch
 
 if TYPE_CHECKING:
     from sync_workers.redaction import Redactor
@@ -95,6 +96,7 @@ class FileWorker:
         self.namespace = namespace
         self.files = files  # fixed files instead of discovery (``sync-workers parse``)
         self.changed = threading.Event()
+        self.changes = Changes(self.changed)
         self.stopping = threading.Event()
         self.redactor: Redactor | None = None
         self.log = get_logger(worker=self.name)
@@ -173,24 +175,52 @@ class FileWorker:
         self.log.info("worker.stopped")
 
     def check(self) -> CheckReport:
-        """One pass: read every new byte and commit it (archive or outbox). Never waits on the
+        """One full pass: read every new byte and commit it (archive or outbox). Never waits on the
         network; a one-shot run then waits for the sender to finish.
 
         A file that raises stays with that file: logged, counted, retried at the next check, and
         quarantined after QUARANTINE_AFTER failed checks in a row until it changes."""
+        self.changed.clear()
+        self.changes.take()  # a full pass covers what the watcher noted so far
+        return self._check(None)
+
+    def check_changed(self) -> CheckReport:
+        """A pass over what the file watcher saw change (``source.affected``): an event costs what
+        changed, not what the folders hold. A full pass when the source cannot narrow it down; the
+        scheduled full pass stays the safety net for events the watcher missed."""
+        self.changed.clear()
+        paths = self.changes.take()
+        files = None if self.files is not None else self.source.affected(paths)
+        if files is None:
+            return self._check(None)
+        try:
+            return self._check(files)
+        except BaseException:
+            self.changes.restore(paths)  # looked at again by the next check
+            raise
+
+    def _check(self, only: list[TrackedFile] | None) -> CheckReport:
+        """``only``: the files to look at (an event's); None: all of them, vanished ones forgotten."""
         assert self.state is not None and self.committer is not None, "start() the worker first"
         started = time.monotonic()
-        self.changed.clear()
         state, config = self.state, self.config.worker
         report = CheckReport(self.name, self.committer.description, totals=self.totals)
         batch_size, batch_bytes = self.committer.batch_limits or (config.batch_size, config.max_batch_bytes)
         redactor = self._redactor()
         batcher = Batcher(self.name, self.source_type, batch_size, batch_bytes, redactor)
-        cursors = state.cursors()
-        files = list(self.files if self.files is not None else self.source.discover())
+        cursors = state.cursors()  # in memory after the first check
         context = ScanContext(cursors, state.acked_digests, report.stats, config.processes,
                               state.owners if self.source.keeps_owners and state.knows_owners() else None,
                               quarantined=state.quarantined(), redact=redactor is not None)
+        seen: set[str] | None = None
+        if only is not None:
+            files = only
+        elif self.files is not None:
+            files = list(self.files)
+        elif (surveyed := survey(self.source, context)) is not None:
+            files, seen = surveyed  # only the changed files; one stat each for the rest
+        else:
+            files = list(self.source.discover())
         try:
             for hook in self.hooks:
                 hook(self, report, files)
@@ -214,8 +244,8 @@ class FileWorker:
             self.committer.commit(final)
         if self.dry_run is None:
             self._record_failures(report.stats.failures)
-            if self.files is None and not report.stats.failures:
-                self._forget_vanished(cursors, files)
+            if only is None and self.files is None and not report.stats.failures:
+                self._forget_vanished(cursors, files, seen)
         for issue in report.stats.issues:
             self.log.warning("line.skipped", file=issue.path, line=issue.line, reason=issue.reason)
         for path in report.stats.incomplete:  # read again on the next check: not a skipped record
@@ -230,9 +260,10 @@ class FileWorker:
             # server the sender also records one per acknowledged batch (``Outbox.note``).
             if self.sender is None or state.outbox.next_due() is None:
                 state.set_meta("last_success", now)
-        self.log.info("check.finished", files=report.stats.files, read=report.stats.files_read,
-                      bytes=report.stats.bytes_read, messages=report.totals.messages,
-                      seconds=round(report.seconds, 3))
+        # An event's check runs as often as an agent writes: logged at debug level, not once a line.
+        (self.log.info if only is None else self.log.debug)(
+            "check.finished", files=report.stats.files, read=report.stats.files_read, bytes=report.stats.bytes_read,
+            messages=report.totals.messages, seconds=round(report.seconds, 3), full=only is None)
         return report
 
     def _redactor(self) -> Redactor | None:
@@ -266,34 +297,16 @@ class FileWorker:
             raise Retryable(f"{left.batches} batches ({left.messages} messages) are still in the outbox;"
                             f" last error: {self.sender.last_error}")
 
-    def _forget_vanished(self, cursors: dict[str, Any], files: list[TrackedFile]) -> None:
-        gone = self.source.vanished(cursors, files)
+    def _forget_vanished(self, cursors: dict[str, Any], files: list[TrackedFile], seen: set[str] | None) -> None:
+        """``seen``: every path a survey listed (``files`` then holds only the changed ones)."""
+        gone = self.source.vanished(cursors, files) if seen is None else vanished_paths(cursors, seen)
         if gone:
             assert self.state is not None
             self.state.forget_files(gone)
             self.log.info("file.vanished", files=len(gone))
 
     def _watch(self) -> None:
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler  # daemons only
-        from watchdog.observers import Observer
-
-        worker = self
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.event_type not in ("opened", "closed_no_write"):
-                    worker.changed.set()  # only enqueue; the loop does the work
-
-        observer = Observer()
-        observer.daemon = True
-        watched = 0
-        for root in self.source.roots():
-            if root.is_dir():
-                observer.schedule(Handler(), str(root), recursive=True)
-                watched += 1
-        if watched:
-            observer.start()
-            self.observer = observer
+        self.observer = watch(self.source.roots(), self.changes)
 
 
 def _now() -> str:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
+import orjson
+
 from parsers.base import Chunk, ChunkParser
 from parsers.errors import ParseIssue
 from parsers.schema import Conversation
@@ -148,7 +150,9 @@ class AppendRead:
                 if same == cursor.head_md5:
                     tail = _before(handle, cursor.offset)
                     if _tail_matches(cursor, tail):
-                        self.position, self.state, self.tail = cursor.offset, cursor.parser_state, tail
+                        # A copy: the cursor is the state's in-memory one, and a parser may change what it is given.
+                        self.state = orjson.loads(orjson.dumps(cursor.parser_state))
+                        self.position, self.tail = cursor.offset, tail
         self.want = chunk_bytes
         self.done = self.position >= self.size
         self.saved = False

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
@@ -59,8 +59,46 @@ class ClaudeCodeSource(FileSource):
         return [Path(configured).expanduser()] if configured else default_projects_dirs()
 
     def discover(self) -> Iterable[TrackedFile]:
+        for path in self.paths():
+            yield tracked(Path(path))
+
+    def paths(self) -> Iterator[str]:
         for root in self.roots():
-            yield from _walk(root)
+            yield from _walk_paths(str(root))
+
+    def track(self, path: str) -> TrackedFile | None:
+        """A session file or a subagent transcript in the layout under a root; None for anything else."""
+        candidate = Path(path)
+        for root in self.roots():
+            try:
+                parts = candidate.relative_to(root).parts
+            except ValueError:
+                continue
+            if (len(parts) == 2 and _is_jsonl(parts[1])) or (
+                    len(parts) == 4 and parts[2] == "subagents" and _is_agent(parts[3])):
+                return tracked(candidate)
+        return None
+
+    def affected(self, paths: Collection[str]) -> list[TrackedFile] | None:
+        """The transcripts among ``paths`` (a subagent's ``.meta.json`` stands for its transcript,
+        whose hints it gives), and those under a folder created or moved in. A root created or
+        moved, or a folder deeper than the layout's: None, a full check."""
+        roots = [str(root) for root in self.roots()]
+        found: dict[str, TrackedFile] = {}
+        for path in paths:
+            if path.endswith(".meta.json"):
+                path = path.removesuffix(".meta.json") + ".jsonl"
+            if path.endswith(".jsonl"):
+                if path not in found and os.path.isfile(path) and (file := self.track(path)) is not None:
+                    found[path] = file
+                continue
+            if not os.path.isdir(path):
+                continue  # gone (forgotten at the next rescan), or not a transcript
+            listing = _under(path, roots)
+            if listing is None:
+                return None
+            found.update((p, tracked(Path(p))) for p in listing if p not in found)
+        return list(found.values())
 
     def scan(self, files: Iterable[TrackedFile], context: ScanContext) -> Iterator[Delta]:
         """The shared engine over the files in the order they ran, resumed copies marked."""
@@ -188,20 +226,73 @@ def _link(conversation: Conversation, owner: str) -> None:
         conversation.relation = "resume"
 
 
+def _is_jsonl(name: str) -> bool:
+    return name.endswith(".jsonl") and name != ".jsonl"
+
+
+def _is_agent(name: str) -> bool:
+    return name.startswith("agent-") and name.endswith(".jsonl")
+
+
+def _sorted_entries(folder: str) -> list[os.DirEntry[str]]:
+    """A folder's entries by name; none when it is missing or not a folder. ``os.scandir`` gives
+    each entry's type from the directory itself, so listing costs no ``stat`` per file."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except OSError:
+        return []
+
+
+def _walk_paths(root: str) -> Iterator[str]:
+    """Every transcript path under a projects folder, projects by name, as ``_project_paths``."""
+    for project in _sorted_entries(root):
+        if project.is_dir():
+            yield from _project_paths(project.path)
+
+
+def _project_paths(project: str) -> Iterator[str]:
+    """A project's session files by name, then the subagent transcripts of each session folder."""
+    folders = []
+    for entry in _sorted_entries(project):
+        if _is_jsonl(entry.name) and entry.is_file():
+            yield entry.path
+        elif entry.is_dir():
+            folders.append(entry.path)
+    for folder in folders:
+        yield from _agent_paths(os.path.join(folder, "subagents"))
+
+
+def _agent_paths(subagents: str) -> Iterator[str]:
+    for entry in _sorted_entries(subagents):
+        if _is_agent(entry.name):
+            yield entry.path
+
+
+def _under(folder: str, roots: list[str]) -> list[str] | None:
+    """The transcripts under a folder that appeared in the layout: a project, a session's folder or
+    its ``subagents``; [] for a folder elsewhere; None for a root itself (a full check)."""
+    for root in roots:
+        try:
+            parts = Path(folder).relative_to(root).parts
+        except ValueError:
+            continue
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return list(_project_paths(folder))
+        if len(parts) == 2:
+            return list(_agent_paths(os.path.join(folder, "subagents")))
+        if len(parts) == 3 and parts[2] == "subagents":
+            return list(_agent_paths(folder))
+    return []
+
+
 def _walk(root: Path) -> Iterable[TrackedFile]:
-    if not root.is_dir():
-        return
-    for project in sorted(p for p in root.iterdir() if p.is_dir()):
-        yield from _project(project)
+    for path in _walk_paths(str(root)):
+        yield tracked(Path(path))
 
 
 def _project(project: Path) -> Iterable[TrackedFile]:
-    entries = sorted(project.iterdir())
-    for entry in entries:
-        if entry.suffix == ".jsonl" and entry.is_file():
-            yield tracked(entry)
-    for entry in entries:
-        subagents = entry / "subagents"
-        if entry.is_dir() and subagents.is_dir():
-            for agent in sorted(subagents.glob("agent-*.jsonl")):
-                yield tracked(agent)
+    for path in _project_paths(str(project)):
+        yield tracked(Path(path))

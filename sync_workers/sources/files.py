@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -36,7 +36,8 @@ from sync_workers.sources.links import refusal
 from sync_workers.sources.parallel import read_appends
 from sync_workers.state import Advance, FileCursor, FileFailure
 
-__all__ = ["Delta", "FileSource", "ScanContext", "ScanStats", "TrackedFile", "scan", "unchanged", "unsent"]
+__all__ = ["Delta", "FileSource", "ScanContext", "ScanStats", "TrackedFile", "scan", "survey", "unchanged", "unsent",
+           "vanished_paths"]
 
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -125,6 +126,22 @@ class FileSource:
         """The files ``sync-workers parse`` reads for PATHs: a file, or a folder laid out like a root."""
         raise NotImplementedError
 
+    def paths(self) -> Iterable[str] | None:
+        """The paths ``discover`` would give, in its order, without building a ``TrackedFile`` for
+        each (nor opening any sidecar): a rescan then stats them and builds ``track`` only for the
+        few that changed (:func:`survey`). None: this source has no cheaper listing than ``discover``."""
+        return None
+
+    def track(self, path: str) -> TrackedFile | None:
+        """The file at ``path`` as ``discover`` would give it, or None when it is not one of this
+        source's files (the path of a file event can be anything under a root)."""
+        return None
+
+    def affected(self, paths: Collection[str]) -> list[TrackedFile] | None:
+        """The files to check after the file watcher saw ``paths`` change: those files, and what
+        depends on them. None: this source cannot tell, a full check it is."""
+        return None
+
     def scan(self, files: Iterable[TrackedFile], context: ScanContext) -> Iterator[Delta]:
         """What is new in ``files``, as deltas. Sources whose data is not one file per stream
         (a database, a tree of small files) override this and keep their cursors under keys of
@@ -133,8 +150,39 @@ class FileSource:
 
     def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
         """Cursor keys whose files are gone (Claude Code deletes old transcripts): to forget."""
-        seen = {str(f.path) for f in files}
-        return [key for key in cursors if key not in seen and not os.path.exists(key)]
+        return vanished_paths(cursors, {str(f.path) for f in files})
+
+
+def vanished_paths(cursors: Mapping[str, FileCursor], seen: Collection[str]) -> list[str]:
+    """Cursor keys not among the paths ``seen`` by discovery and no longer on disk."""
+    return [key for key in cursors if key not in seen and not os.path.exists(key)]
+
+
+def survey(source: FileSource, context: ScanContext) -> tuple[list[TrackedFile], set[str]] | None:
+    """A rescan's listing at the cost of one ``stat`` per file: (the files changed since their
+    cursor, every path listed). Unchanged files are counted in ``context.stats`` and go no further:
+    no ``TrackedFile``, no open, no query (the cursors are in memory). None when the source has no
+    cheap listing (``FileSource.paths``); then ``discover`` and :func:`scan` do it all."""
+    listing = source.paths()
+    if listing is None:
+        return None
+    # The loop of a daemon's every rescan, over every file: ``unchanged`` inlined, names bound locally.
+    get, stat, changed, seen = context.cursors.get, os.stat, [], set()
+    for path in listing:
+        seen.add(path)
+        try:
+            st = stat(path)
+        except OSError:
+            continue  # vanished since it was listed
+        cursor = get(path)
+        if (cursor is not None and cursor.size == st.st_size and cursor.mtime_ns == st.st_mtime_ns
+                and cursor.ino == st.st_ino and cursor.dev == st.st_dev) or context.skips(path, st):
+            continue
+        tracked = source.track(path)
+        if tracked is not None:
+            changed.append(tracked)
+    context.stats.files += len(seen) - len(changed)  # the changed ones are counted by the scan
+    return changed, seen
 
 
 def scan(
