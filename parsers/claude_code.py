@@ -47,7 +47,7 @@ from parsers.claude_code_blocks import (
     usage_snapshot,
 )
 from parsers.errors import ParseIssue
-from parsers.nesting import MAX_DEPTH, bounded, bounded_below, bounded_raw, too_deep_raw
+from parsers.nesting import MAX_DEPTH, bounded, bounded_below, bounded_fields, bounded_raw, too_deep_raw
 from parsers.schema import Conversation, Message, encode, normalize_timestamp, text_block
 from parsers.titles import prompt_title
 
@@ -136,6 +136,15 @@ class _Line(msgspec.Struct, forbid_unknown_fields=True):
 _EXTRA = tuple(name for name in _Line.__struct_fields__ if name not in _MAPPED)
 
 
+class _SplitLine(_Line, forbid_unknown_fields=True):
+    """``_Line`` with ``toolUseResult`` (about a third of a transcript's bytes: a copy of the
+    tool's output) decoded one level in the same C call, so that its depth check
+    (``bounded_fields``) skips its big strings instead of scanning them again. A line whose
+    ``toolUseResult`` is no object (an error string) is decoded as a ``_Line``."""
+
+    toolUseResult: dict[str, Raw] | UnsetType = UNSET
+
+
 class _LaxLine(_Line, forbid_unknown_fields=False):
     """The same fields, any other key allowed, ``message`` left as written (the slow path)."""
 
@@ -148,6 +157,7 @@ class _LaxBody(_Body, forbid_unknown_fields=False):
     content: Raw = NULL
 
 
+_SPLIT_LINE = msgspec.json.Decoder(_SplitLine)
 _LINE = msgspec.json.Decoder(_Line)
 _LAX_LINE = msgspec.json.Decoder(_LaxLine)
 _LAX_BODY = msgspec.json.Decoder(_LaxBody)
@@ -268,7 +278,10 @@ class _Run:
         try:
             if not valid:
                 str(raw, "utf-8")
-            line = _LINE.decode(raw)
+            try:
+                line = _SPLIT_LINE.decode(raw)
+            except msgspec.ValidationError:  # e.g. a toolUseResult that is no object
+                line = _LINE.decode(raw)
         except msgspec.ValidationError:
             line = None
         except (msgspec.DecodeError, UnicodeDecodeError):
@@ -496,8 +509,7 @@ class _Run:
                 group.snapshot = (snapshot if previous is None
                                   else {k: max(v, previous.get(k, 0)) for k, v in snapshot.items()})
             if extra:
-                group.message.metadata["usage_detail"] = {k: bounded(v) if type(v) in _NESTS else v
-                                                          for k, v in extra.items()}
+                group.message.metadata["usage_detail"] = extra  # each value bounded (usage_snapshot)
 
     def close_group(self) -> None:
         group, self.group = self.group, None
@@ -571,8 +583,10 @@ class _Run:
         """Every top-level field with no schema field of its own, no deeper than ``MAX_DEPTH``."""
         if self.fields is not None:
             return {k: bounded_raw(v) for k, v in self.fields.items() if k not in _MAPPED}
-        # Only a Raw value long enough to hold MAX_DEPTH + 1 levels is looked at (bounded_raw).
-        return {name: bounded_raw(v) if type(v) is Raw and len(v) > _SHALLOW else v
+        # Only a Raw value long enough to hold MAX_DEPTH + 1 levels is looked at (bounded_raw);
+        # a toolUseResult decoded one level (``_SplitLine``), member by member (bounded_fields).
+        return {name: (bounded_raw(v) if len(v) > _SHALLOW else v) if type(v) is Raw
+                else bounded_fields(v) if type(v) is dict else v
                 for name in _EXTRA if (v := getattr(line, name)) is not UNSET}
 
     def alias_fragment(self, line: _Line, message_id: str) -> None:

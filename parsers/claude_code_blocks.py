@@ -228,12 +228,17 @@ def _starts_injected(text: str | Raw) -> bool:
 
 
 def usage_snapshot(raw: Any) -> tuple[Usage | None, dict[str, Any] | None]:
-    """The contract's usage fields and the rest of the API's usage object (for metadata)."""
+    """The contract's usage fields and the rest of the API's usage object (for metadata), each
+    value of the rest no deeper than ``MAX_DEPTH`` (``parsers.nesting.bounded``)."""
     if not isinstance(raw, dict):
         return None, None
     usage = {k: v for k in USAGE_KEYS if type(v := raw.get(k)) is int and 0 <= v < _INT64}
-    extra = {k: v for k, v in raw.items() if k not in USAGE_KEYS and v is not None}
+    extra = {k: bounded(v) if type(v) in _NESTS else v
+             for k, v in raw.items() if k not in USAGE_KEYS and v is not None}
     return usage, extra or None
+
+
+_NESTS = (dict, list)
 
 
 _INT64 = 1 << 63  # the contract's integers; msgspec decodes larger ones too

@@ -19,6 +19,11 @@ Two entry points, one per stage a parser holds a value in:
   stripped and the brackets walked. :func:`bounded_raw` applies the rule to such bytes.
 * :func:`bounded` on decoded Python values: iterative, so it never recurses, and it never
   raises; its JSON text is written by an iterative encoder when orjson refuses the nesting.
+
+For a parser's hot path, :func:`bounded_fields` and :func:`bounded_parts` apply the rule to a
+value decoded one level (an object as ``dict[str, Raw]``, often in the line's own decode): a
+member that is a string, a scalar or short cannot be too deep, so the big strings (file
+contents, command output), most of such a value's bytes, are never scanned again.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ __all__ = [
     "UNENCODABLE",
     "bounded",
     "bounded_below",
+    "bounded_fields",
+    "bounded_parts",
     "bounded_raw",
     "depth_of",
     "depth_of_raw",
@@ -133,6 +140,82 @@ def bounded_raw(raw: msgspec.Raw, limit: int = MAX_DEPTH) -> msgspec.Raw:
     if _opening_brackets_at_most(data, limit) or depth_of_raw(data, limit) <= limit:
         return raw
     return msgspec.Raw(orjson.dumps(data.decode("utf-8", "replace")))
+
+
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
+_BRACE = ord("{")
+_SPLIT = 1024
+"""A value longer than this has one level decoded (one scan in C) rather than its brackets counted
+(two scans, each dearer per byte): the strings among its members are then skipped as a whole."""
+_SPLITS = 2
+"""Levels :func:`bounded_parts` decodes at most; below them the count and the exact walk, whose cost
+is linear, decide (a hostile value with a long string on each of 60 levels costs no 60 scans)."""
+_DEEP = object()
+
+
+def bounded_fields(
+    fields: dict[str, msgspec.Raw], limit: int = MAX_DEPTH
+) -> dict[str, Any] | msgspec.Raw:
+    """An object decoded one level (``fields``) as it may travel: ``fields`` itself when it nests at
+    most ``limit`` levels, else a ``Raw`` JSON string holding its text.
+
+    A long member may be replaced in ``fields`` by itself decoded one more level (the same JSON; an
+    object's duplicate keys, if any, keep the last value, which is the one that was checked).
+    """
+    inner = limit - 1
+    short = 2 * inner + 2
+    for key, value in fields.items():
+        if len(value) < short or memoryview(value)[0] not in _OPENERS:
+            continue  # a string, a scalar, or too short to hold ``limit`` levels
+        settled = _settle(value, inner, _SPLITS - 1)
+        if settled is _DEEP:
+            return msgspec.Raw(orjson.dumps(msgspec.json.encode(fields).decode("utf-8", "replace")))
+        if settled is not value:
+            fields[key] = settled
+    return fields
+
+
+def bounded_parts(raw: msgspec.Raw, limit: int = MAX_DEPTH) -> Any:
+    """:func:`bounded_raw` for a hot path: ``raw`` (or the same JSON with a level decoded, see
+    :func:`bounded_fields`) when it nests at most ``limit`` levels, else a ``Raw`` JSON string."""
+    if len(raw) < 2 * limit + 2 or memoryview(raw)[0] not in _OPENERS:
+        return raw
+    settled = _settle(raw, limit, _SPLITS)
+    if settled is _DEEP:
+        return msgspec.Raw(orjson.dumps(_as_bytes(raw).decode("utf-8", "replace")))
+    return settled
+
+
+def _settle(raw: msgspec.Raw, limit: int, splits: int) -> Any:
+    """``raw`` (long and opening a container) or the same JSON with levels decoded, when it nests
+    at most ``limit`` levels; ``_DEEP`` otherwise."""
+    if splits > 0 and len(raw) > _SPLIT:
+        try:
+            parts = _FIELDS.decode(raw) if memoryview(raw)[0] == _BRACE else _ITEMS.decode(raw)
+        except RecursionError:  # deeper than msgspec goes from here: the exact walk below says how deep
+            parts = None
+        if parts is not None:
+            if limit < 1:
+                return _DEEP  # a container is one level deep already
+            inner = limit - 1
+            short = 2 * inner + 2
+            changed = type(parts) is dict
+            for key, value in parts.items() if changed else enumerate(parts):
+                if len(value) < short or memoryview(value)[0] not in _OPENERS:
+                    continue
+                settled = _settle(value, inner, splits - 1)
+                if settled is _DEEP:
+                    return _DEEP
+                if settled is not value:
+                    parts[key] = settled
+                    changed = True
+            # An object travels as checked (duplicate keys dropped); a list loses nothing as written.
+            return parts if changed else raw
+    data = _as_bytes(raw)
+    if _opening_brackets_at_most(data, limit) or depth_of_raw(data, limit) <= limit:
+        return raw
+    return _DEEP
 
 
 def depth_of(value: Any, stop: int | None = None) -> int:

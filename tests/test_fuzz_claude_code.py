@@ -184,6 +184,28 @@ def test_deep_metadata_travels_as_json_text(levels: int) -> None:
     assert orjson.loads(messages["b1"]["metadata"]["futureKey"]) == nested(levels)
 
 
+@pytest.mark.parametrize("levels", [MAX_DEPTH - 2, MAX_DEPTH - 1, MAX_DEPTH, 300])
+@pytest.mark.parametrize("shape", ["member", "inside a long member", "string"])
+def test_a_tool_result_decoded_one_level_is_bounded_as_a_whole(levels: int, shape: str) -> None:
+    """``toolUseResult`` is decoded one level with its line (its big strings never scanned again):
+    a member too deep, even behind a long string, still sends the whole value as JSON text."""
+    code = "def f(x):\n    return {'a': [x]}  # {[\n" * 100
+    result: Any = {"stdout": code, "deep": nested(levels), "n": 1}
+    if shape == "inside a long member":
+        result = {"type": "text", "file": {"content": code, "deep": nested(levels)}}
+    elif shape == "string":
+        result = "Error: " + code
+    record = user("b1")
+    record["toolUseResult"] = result
+    parsed, messages = parse(between(line(record)))
+    assert parsed.issues == []
+    sent = messages["b1"]["metadata"]["toolUseResult"]
+    if shape != "string" and depth_of(result) > MAX_DEPTH:
+        assert isinstance(sent, str) and orjson.loads(sent) == result
+    else:
+        assert sent == result
+
+
 @pytest.mark.parametrize("levels", [1025, 2000, 100_000])
 def test_a_line_deeper_than_any_decoder_goes_is_one_counted_skip(levels: int) -> None:
     raw = line(assistant("a1", {"k": 1})).replace(b'{"k":1}', b"[" * levels + b"]" * levels)

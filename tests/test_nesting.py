@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from unittest.mock import patch
 
 import msgspec
 import orjson
@@ -11,18 +12,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from parsers import nesting
 from parsers.base import decode_line
 from parsers.nesting import (
     MAX_DEPTH,
     UNENCODABLE,
     bounded,
     bounded_below,
+    bounded_fields,
+    bounded_parts,
     bounded_raw,
     depth_of,
     depth_of_raw,
     json_text,
     too_deep_raw,
 )
+from parsers.schema import encode
 
 
 def nested(levels: int, leaf: object = 1) -> object:
@@ -118,6 +123,38 @@ def test_raw_and_decoded_depths_agree(value: object, limit: int) -> None:
         assert json.loads(result) == value
     else:
         assert result is value
+
+
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(json_values, st.integers(min_value=0, max_value=6), st.sampled_from([0, 8, 1024]))
+def test_the_hot_path_forms_agree_with_the_exact_depth(value: object, limit: int, split: int) -> None:
+    """bounded_parts and bounded_fields (one level decoded, long members decoded one more level
+    past ``_SPLIT`` bytes): the same JSON when within ``limit``, else the JSON text of it all."""
+    raw = orjson.dumps(value)
+    deep = depth_of(value) > limit
+    with patch.object(nesting, "_SPLIT", split):
+        out = bounded_parts(msgspec.Raw(raw), limit)
+        assert orjson.loads(encode(out)) == (raw.decode() if deep else value)
+        if isinstance(value, dict) and limit >= 1:
+            fields = bounded_fields(_FIELDS.decode(raw), limit)
+            assert orjson.loads(encode(fields)) == (raw.decode() if deep else value)
+
+
+def test_a_long_member_is_checked_past_its_strings_and_duplicate_keys_travel_as_checked() -> None:
+    deep = orjson.dumps(nested(MAX_DEPTH))  # MAX_DEPTH levels: too deep one level down
+    big = orjson.dumps("{[" * 2000)  # brackets in a string: no depth
+    fields = _FIELDS.decode(b'{"file":{"content":' + big + b',"n":1},"s":' + big + b"}")
+    assert bounded_fields(fields) is fields and orjson.loads(encode(fields))["file"]["n"] == 1
+    text = b'{"file":{"content":' + big + b',"x":' + deep + b"}}"
+    out = bounded_fields(_FIELDS.decode(text))
+    assert orjson.loads(orjson.loads(bytes(out))) == orjson.loads(text)
+    # A duplicate key: what is sent is what was checked (the last value), never the deep one.
+    twice = b'{"a":' + deep + b',"pad":' + big + b',"a":1}'
+    sent = orjson.loads(encode(bounded_parts(msgspec.Raw(b'{"k":' + twice + b"}"))))
+    assert sent == {"k": {"a": 1, "pad": "{[" * 2000}}
 
 
 def test_bounded_below_keeps_the_envelope_and_bounds_the_payloads() -> None:
