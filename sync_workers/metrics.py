@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import math
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -178,6 +179,8 @@ def _outbox(worker: FileWorker) -> tuple[Any, dict[str, str]] | None:
     try:
         outbox = Outbox(db, namespace, create=False)
         return outbox.stats(), outbox.noted()
+    except sqlite3.OperationalError:  # the worker is creating its tables right now: the next scrape sees them
+        return None
     finally:
         db.close()
 
