@@ -45,9 +45,9 @@ from typing import Any
 
 from parsers.base import Parsed, decode_line
 from parsers.errors import ParseError, ParseIssue
-from parsers.gemini_cli_messages import call_ids, convert_message, record_problem, timestamp
+from parsers.gemini_cli_messages import call_ids, convert_message, record_problem
 from parsers.nesting import bounded, too_deep_raw
-from parsers.schema import Conversation, Message
+from parsers.schema import Conversation, Message, normalize_timestamp
 from parsers.titles import prompt_title
 
 __all__ = ["parse_document"]
@@ -346,8 +346,8 @@ def _assemble(replay: _Replay, path: str, hints: dict[str, Any]) -> Conversation
         id=session_id,
         messages=messages,
         title=title,
-        created_at=timestamp(meta.get("startTime")),
-        updated_at=timestamp(meta.get("lastUpdated")) or _last_time(messages),
+        created_at=normalize_timestamp(meta.get("startTime")),
+        updated_at=normalize_timestamp(meta.get("lastUpdated")) or _last_time(messages),
         model=_model(messages, replay.fate),
         project={"path": project_path} if project_path else None,
         metadata=metadata,

@@ -48,7 +48,7 @@ from parsers.schema import (
     tool_result_block,
 )
 
-__all__ = ["call_ids", "convert_message", "flatten_result", "record_problem", "timestamp"]
+__all__ = ["call_ids", "convert_message", "flatten_result", "record_problem"]
 
 _ROLES = {"user": "user", "gemini": "assistant", "info": "system", "warning": "system", "error": "system"}
 _MAPPED = frozenset(
@@ -61,18 +61,6 @@ _FILE_HEADER = re.compile(r"^--- (.+) ---$", re.MULTILINE)
 _ERROR_STATUSES = frozenset({"error", "cancelled"})
 
 
-_CONTRACT_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
-
-
-def timestamp(value: Any) -> str | None:
-    """``normalize_timestamp``, or None for a time the contract cannot carry: it raises OverflowError
-    for a string whose UTC time falls outside years 1-9999 and writes 3-digit years before 1000
-    (e.g. a millisecond count read as seconds). Neither may cost more than this one field."""
-    try:
-        text = normalize_timestamp(value)
-    except (OverflowError, ValueError):
-        return None
-    return text if text is None or _CONTRACT_TIME.fullmatch(text) else None
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -139,7 +127,7 @@ def convert_message(message_id: str, record: dict[str, Any], known_calls: set[st
         role=role,
         content=blocks,
         text="".join(b["text"] for b in blocks if b["type"] == "text"),
-        created_at=timestamp(record.get("timestamp")),
+        created_at=normalize_timestamp(record.get("timestamp")),
         model=model if isinstance(model, str) else None,
         usage=usage,
         visibility=visibility,

@@ -31,7 +31,6 @@ import base64
 import binascii
 import contextlib
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -69,18 +68,6 @@ _JSON_COLUMNS = ("revert", "permission", "summary_diffs", "model", "goal")
 _GEMINI_PROVIDERS = ("google", "google-vertex")
 
 
-_CONTRACT_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
-
-
-def _timestamp(value: Any) -> str | None:
-    """``normalize_timestamp``, or None for a time the contract cannot carry: it raises OverflowError
-    for a string whose UTC time falls outside years 1-9999 and writes 3-digit years before 1000
-    (e.g. a millisecond count read as seconds). Neither may cost more than this one field."""
-    try:
-        text = normalize_timestamp(value)
-    except (OverflowError, ValueError):
-        return None
-    return text if text is None or _CONTRACT_TIME.fullmatch(text) else None
 
 
 def _loads(value: Any) -> Any:
@@ -331,7 +318,7 @@ def _convert(info: dict[str, Any], parts: list[dict[str, Any]], children: list[s
     return Message(
         id=info["id"], role=role, content=blocks, text="\n".join(texts),
         parent_id=parent if isinstance(parent, str) else None,
-        created_at=_timestamp(_dict(info.get("time")).get("created")),
+        created_at=normalize_timestamp(_dict(info.get("time")).get("created")),
         model=model if isinstance(model, str) else None, usage=usage,
         visibility="visible" if shown else "hidden", metadata=metadata,
     )
@@ -443,8 +430,8 @@ def parse_session(
     return Conversation(
         id=sid, messages=out,
         title=title,
-        created_at=_timestamp(times.get("created") or (min(created) if created else None)),
-        updated_at=_timestamp(times.get("updated") or (max(created) if created else None)),
+        created_at=normalize_timestamp(times.get("created") or (min(created) if created else None)),
+        updated_at=normalize_timestamp(times.get("updated") or (max(created) if created else None)),
         model=models[-1] if models else None,
         project={"path": project_path, "git_branch": None} if project_path else None,
         metadata=metadata, parent_conversation_id=parent, relation="subagent" if parent else None,
