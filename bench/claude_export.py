@@ -14,24 +14,16 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
-import re
-import resource
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import orjson
 
-OUT = Path(__file__).resolve().parent / "out"
-WORKER = str(Path(sys.executable).parent / "sync-worker")
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.export_bench import main, write_export
+
 ROOT = "00000000-0000-4000-8000-000000000000"
 WORDS = ("export stream memory parser branch message answer python function value artifact "
          "日本語 テキスト émoji café naïve données 数据 пример").split()
@@ -95,68 +87,16 @@ def conversation(rng: random.Random, index: int) -> dict:
 
 
 def generate(path: Path, mb: int) -> tuple[int, int]:
-    """A zip with one ``conversations.json`` of about ``mb`` MB, written as a stream (never whole in memory)."""
+    """A Claude.ai export: account, memories and projects beside a ``conversations.json`` of ``mb`` MB."""
     rng = random.Random(12)
-    size = count = 0
-    tmp = path.with_suffix(".part")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        archive.writestr("users.json", b'[{"uuid": "2a0434bc-651f-407a-bc74-bdc295dc009b"}]')
-        archive.writestr("memories.json", orjson.dumps({"conversations_memory": _text(rng, 200)}))
-        archive.writestr("projects.json", orjson.dumps([{"uuid": f"{i:08x}-0000-4000-8000-000000000000",
-                                                         "name": _text(rng, 3), "prompt_template": _text(rng, 30),
-                                                         "docs": [{"filename": "a.md", "content": _text(rng, 500)}]}
-                                                        for i in range(20)]))
-        with archive.open("conversations.json", "w", force_zip64=True) as out:
-            out.write(b"[")
-            while size < mb * 1_000_000:
-                data = (b"," if count else b"") + orjson.dumps(conversation(rng, count))
-                out.write(data)
-                size += len(data)
-                count += 1
-            out.write(b"]")
-    tmp.rename(path)
-    return size + 2, count
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mb", type=int, default=1000)
-    parser.add_argument("--keep", action="store_true", help="keep the archive written (in bench/out/)")
-    args = parser.parse_args()
-    export = OUT / f"claude-export-{args.mb}mb.zip"
-    OUT.mkdir(exist_ok=True)
-    if not export.exists():
-        started = time.perf_counter()
-        size, count = generate(export, args.mb)
-        print(f"generated {export} ({count:,} conversations, {size / 1e6:,.0f} MB of JSON) in"
-              f" {time.perf_counter() - started:.0f}s")
-    with zipfile.ZipFile(export) as archive:
-        json_bytes = archive.getinfo("conversations.json").file_size
-    work = Path(tempfile.mkdtemp(prefix="bench-claude-", dir=OUT))
-    try:
-        drop = work / "claude"
-        drop.mkdir()
-        os.link(export, drop / export.name)
-        os.utime(drop / export.name, (1_600_000_000, 1_600_000_000))
-        started = time.perf_counter()
-        done = subprocess.run([WORKER, "claude", "--once", "-data-dir", str(drop), "-state-dir", str(work / "state"),
-                               "-log-level", "warning"], capture_output=True, text=True, env=ENV)
-        seconds = time.perf_counter() - started
-        if done.returncode != 0:
-            print(done.stdout, done.stderr, file=sys.stderr)
-            return 1
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        messages = re.search(r"(\d+) messages", done.stdout)
-        print(done.stdout.strip())
-        print(f"conversations.json {json_bytes / 1e6:,.0f} MB (zip {export.stat().st_size / 1e6:,.0f} MB):"
-              f" {seconds:.1f}s, {json_bytes / 1e6 / seconds:.1f} MB/s,"
-              f" {int(messages.group(1)) if messages else 0:,} messages, peak RSS {peak_mb:,.0f} MB")
-    finally:
-        shutil.rmtree(work)
-        if not args.keep:
-            export.unlink()
-    return 0
+    projects = [{"uuid": f"{i:08x}-0000-4000-8000-000000000000", "name": _text(rng, 3),
+                 "prompt_template": _text(rng, 30), "docs": [{"filename": "a.md", "content": _text(rng, 500)}]}
+                for i in range(20)]
+    extra = {"users.json": b'[{"uuid": "2a0434bc-651f-407a-bc74-bdc295dc009b"}]',
+             "memories.json": orjson.dumps({"conversations_memory": _text(rng, 200)}),
+             "projects.json": orjson.dumps(projects)}
+    return write_export(path, mb, conversation, 12, extra)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, "claude", "-data-dir", generate))
