@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -87,38 +88,16 @@ def test_a_replay_on_another_replica_answers_the_first_answer(url):
 def test_a_copy_of_a_batch_in_flight_waits_for_it_and_answers_its_answer(url):
     """Replica A is inside the batch's transaction (held there by its ``respond``); replica B's copy waits on the
     idempotency key's unique index, visibly, and when A commits answers A's answer and stores nothing."""
-    a, b = pgstore.PgStore(url), pgstore.PgStore(url)
     records = to_records(batch("batch-race-001", conversation("c1", message("m1"))))
-    inside, release = threading.Event(), threading.Event()
-    results: dict[str, tuple] = {}
-
-    def held(counts: UpsertCounts) -> bytes:
-        inside.set()
-        release.wait(30)
-        return orjson.dumps({"first": counts.inserted_messages})
 
     def never(counts: UpsertCounts) -> bytes:
         raise AssertionError("the copy was stored a second time")
 
-    first = threading.Thread(target=lambda: results.setdefault("a", a.write("batch-race-001", b"d", "claude_code",
-                                                                              records, held)))
-    second = threading.Thread(target=lambda: results.setdefault("b", b.write("batch-race-001", b"d", "claude_code",
-                                                                               records, never)))
-    try:
-        first.start()
-        assert inside.wait(30)
-        second.start()
-        with psycopg.connect(url, autocommit=True) as watcher:  # a fresh pg_stat_activity per poll
-            wait_for(lambda: watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                " AND query LIKE 'INSERT INTO receiver_idempotency%'").fetchone()[0] == 1)
-        release.set()
-        first.join(30)
-        second.join(30)
-    finally:
-        release.set()
-        a.close()
-        b.close()
+    results = _second_waits_on_the_first(
+        url, lambda store, held: store.write("batch-race-001", b"d", "claude_code", records, held),
+        lambda store: store.write("batch-race-001", b"d", "claude_code", records, never),
+        lambda counts: orjson.dumps({"first": counts.inserted_messages}),
+        " AND query LIKE 'INSERT INTO receiver_idempotency%'")
     assert results["a"][1] is True and results["b"][1] is False
     assert results["b"][0].response == results["a"][0].response == b'{"first":1}'
 
@@ -126,36 +105,13 @@ def test_a_copy_of_a_batch_in_flight_waits_for_it_and_answers_its_answer(url):
 def test_overlapping_batches_that_name_conversations_in_opposite_orders_both_commit(url):
     """Rows are locked in key order, whatever order a batch lists them in: B, listing c2 before c1, waits for A
     (which holds both) instead of taking c2 and deadlocking; then both are stored and counted."""
-    a, b = pgstore.PgStore(url), pgstore.PgStore(url)
     forward = to_records(batch("batch-order-a", conversation("c1", message("m1")), conversation("c2", message("m1"))))
     backward = to_records(batch("batch-order-b", conversation("c2", message("m2")), conversation("c1", message("m2"))))
-    inside, release = threading.Event(), threading.Event()
-    results: dict[str, tuple] = {}
-
-    def held(counts: UpsertCounts) -> bytes:
-        inside.set()
-        release.wait(30)
-        return orjson.dumps(counts.inserted_conversations)
-
-    first = threading.Thread(target=lambda: results.setdefault("a", a.write("batch-order-a", b"a", "claude_code",
-                                                                              forward, held)))
-    second = threading.Thread(target=lambda: results.setdefault("b", b.write(
-        "batch-order-b", b"b", "claude_code", backward, lambda c: orjson.dumps(c.inserted_conversations))))
-    try:
-        first.start()
-        assert inside.wait(30)
-        second.start()
-        with psycopg.connect(url, autocommit=True) as watcher:  # a fresh pg_stat_activity per poll
-            wait_for(lambda: watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()").fetchone()[0] == 1)
-        release.set()
-        first.join(30)
-        second.join(30)
-    finally:
-        release.set()
-        a.close()
-        b.close()
+    results = _second_waits_on_the_first(
+        url, lambda store, held: store.write("batch-order-a", b"a", "claude_code", forward, held),
+        lambda store: store.write("batch-order-b", b"b", "claude_code", backward,
+                                  lambda c: orjson.dumps(c.inserted_conversations)),
+        lambda counts: orjson.dumps(counts.inserted_conversations))
     assert (results["a"][0].response, results["b"][0].response) == (b"2", b"0")
     check = pgstore.PgStore(url)
     try:
@@ -184,3 +140,38 @@ def test_connections_the_server_dropped_are_replaced_not_answered_503(url):
         answer = client.post(BATCH_ENDPOINT, content=after, headers=AUTH)
         assert answer.status_code == 200, answer.text
         assert client.get("/health").status_code == 200
+
+
+def _second_waits_on_the_first(url: str, first: Callable[[Any, Callable[[UpsertCounts], bytes]], tuple],
+                               second: Callable[[Any], tuple], answer: Callable[[UpsertCounts], bytes],
+                               lock_filter: str = "") -> dict[str, tuple]:
+    """Store A runs ``first`` and is held inside its transaction (its ``respond``); store B runs ``second``,
+    which must be seen waiting on a lock (``pg_stat_activity``, narrowed by ``lock_filter``); then A is let
+    go. Returns both results, as {"a": ..., "b": ...}."""
+    a, b = pgstore.PgStore(url), pgstore.PgStore(url)
+    inside, release = threading.Event(), threading.Event()
+    results: dict[str, tuple] = {}
+
+    def held(counts: UpsertCounts) -> bytes:
+        inside.set()
+        release.wait(30)
+        return answer(counts)
+
+    one = threading.Thread(target=lambda: results.setdefault("a", first(a, held)))
+    two = threading.Thread(target=lambda: results.setdefault("b", second(b)))
+    try:
+        one.start()
+        assert inside.wait(30)
+        two.start()
+        with psycopg.connect(url, autocommit=True) as watcher:  # a fresh pg_stat_activity per poll
+            wait_for(lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                f" AND datname = current_database(){lock_filter}").fetchone()[0] == 1)
+        release.set()
+        one.join(30)
+        two.join(30)
+    finally:
+        release.set()
+        a.close()
+        b.close()
+    return results
