@@ -5,9 +5,12 @@
 1. A labelled set (``cases()``): real-looking secrets in the contexts a transcript holds them (a shell
    command, code, a config file, prose, a tool's output), built from the formats the providers
    document and their public example keys (AWS's ``AKIAIOSFODNN7EXAMPLE``, jwt.io's token) with random
-   bodies; and look-alikes that must stay (git hashes, UUIDs, checksums, public keys, templated and
-   indirect passwords, URLs without credentials). A case is caught when the planted secret is gone
-   from the redacted text, a false alarm when a look-alike's text changed.
+   bodies, passwords both random and of the word-and-digits kind people pick, in ``.env`` files,
+   ``export`` and ``docker run -e`` lines and prose; and look-alikes that must stay (git hashes, UUIDs,
+   checksums, lockfile hashes, public keys, base64 images in code, templated and indirect passwords,
+   ``.env`` settings named like secrets, prose about passwords, URLs without credentials). A case is
+   caught when the planted secret is gone from the redacted text, a false alarm when a look-alike's
+   text changed.
 2. Cost: a generated Claude Code corpus (``bench/corpus.py``) parsed once, then every message encoded
    as the worker does (``encode_message``) with redaction off and on, best of ``--runs``.
 """
@@ -46,6 +49,20 @@ def _jwt(rng: random.Random) -> str:
     return seg(b'{"alg":"HS256","typ":"JWT"}') + "." + seg(payload.encode()) + "." + seg(rng.randbytes(32))
 
 
+_WORDS = ("summer", "dragon", "falcon", "sunshine", "pepper", "orange", "winter", "hunter", "tiger", "harbor")
+_LEET = str.maketrans({"o": "0", "a": "4", "e": "3", "i": "1", "s": "5"})
+
+
+def _human_password(rng: random.Random) -> str:
+    """A password as people pick them (``Falcon2024!``, ``hunter2xyz``, ``Tr0ub4dor&3``): low entropy, so
+    no entropy rule finds it; only the word naming it does."""
+    word = rng.choice(_WORDS)
+    word = word.capitalize() if rng.random() < 0.5 else word
+    word = word.translate(_LEET) if rng.random() < 0.3 else word
+    tail = rng.choice([str(rng.randint(1990, 2030)), str(rng.randint(1, 99)), _r(rng, 3, string.ascii_lowercase)])
+    return word + str(rng.randint(0, 9)) + tail + rng.choice(["", "", "!", "#", "@", "*"])
+
+
 def positives(rng: random.Random) -> list[tuple[str, str, str]]:
     """(label, text, the secret planted in it)."""
     hexl = string.hexdigits[:16]
@@ -58,7 +75,8 @@ def positives(rng: random.Random) -> list[tuple[str, str, str]]:
         "slack bot token": lambda: f"xoxb-{rng.randint(10**11, 10**12)}-{rng.randint(10**12, 10**13)}-"
                                    + _r(rng, 24, string.ascii_lowercase + string.digits),
         "stripe live key": lambda: "sk_live_" + _r(rng, 24),
-        "openai project key": lambda: "sk-proj-" + _r(rng, 20) + "T3BlbkFJ" + _r(rng, 20),
+        "openai project key": lambda: "sk-proj-" + _r(rng, 74, ALNUM + "_-") + "T3BlbkFJ" + _r(rng, 74, ALNUM + "_-"),
+        "openai legacy key": lambda: "sk-" + _r(rng, 20) + "T3BlbkFJ" + _r(rng, 20),
         "sendgrid key": lambda: "SG." + _r(rng, 22, ALNUM + "_-") + "." + _r(rng, 43, ALNUM + "_-"),
         "pypi token": lambda: "pypi-AgEIcHlwaS5vcmc" + _r(rng, 80, ALNUM + "_-"),
         "twilio api key": lambda: "SK" + _r(rng, 32, hexl),
@@ -66,7 +84,11 @@ def positives(rng: random.Random) -> list[tuple[str, str, str]]:
         "telegram bot token": lambda: f"{rng.randint(10**8, 10**9)}:" + _r(rng, 35, ALNUM + "_-"),
         "azure storage key": lambda: "AccountKey=" + base64.b64encode(rng.randbytes(66)).decode(),
         "anthropic key": lambda: "sk-ant-api03-" + _r(rng, 93, ALNUM + "_-") + "AA",
+        "anthropic admin key": lambda: "sk-ant-admin01-" + _r(rng, 93, ALNUM + "_-") + "AA",
         "google api key": lambda: "AIza" + _r(rng, 35, ALNUM + "_-"),
+        "hugging face token": lambda: "hf_" + _r(rng, 34, string.ascii_letters),
+        "github fine-grained pat": lambda: "github_pat_" + _r(rng, 22) + "_" + _r(rng, 59),
+        "npm token": lambda: "npm_" + _r(rng, 36),
     }
     contexts = [
         "Run this: `curl -H 'Authorization: Bearer {s}' https://api.example.com/v1/me`",
@@ -74,6 +96,7 @@ def positives(rng: random.Random) -> list[tuple[str, str, str]]:
         "I pasted my key by mistake, it is {s} -- please ignore it",
         "$ cat .env\nNODE_ENV=production\nSERVICE_CREDENTIAL={s}\nPORT=8080",
         "client = Client(\"{s}\")\nresult = client.list()",
+        "Here is the key from the console:\n\n{s}\n\nCan you set it up?",
     ]
     out = []
     for label, make in made.items():
@@ -91,6 +114,23 @@ def positives(rng: random.Random) -> list[tuple[str, str, str]]:
         out.append(("api_key in js", f"const api_key = '{key}';", key))
         out.append(("password in .env, unquoted", f"DB_USER=app\nDB_PASSWORD={pw}\n", pw))
         out.append(("password in prose", f"the staging password is {pw} until Friday", pw))
+        human = _human_password(rng)
+        out.append(("password in .env, unquoted", f"$ cat .env\nDATABASE_HOST=db\nDATABASE_PASSWORD={human}\n", human))
+        human = _human_password(rng)
+        out.append(("password in export", f"export PGPASSWORD={human}\npsql -h db -U app", human))
+        human = _human_password(rng)
+        out.append(("password in docker run", f"docker run -d -e POSTGRES_PASSWORD={human} -p 5432:5432 postgres:16",
+                    human))
+        human = _human_password(rng)
+        out.append(("password in prose", f"My VPN password is {human} if you need to get in.", human))
+        human = _human_password(rng)
+        out.append(("password in prose", f"I reset the root password to {human}, can you update the config?", human))
+        human = _human_password(rng)
+        out.append(("password in prose", f"the password for the staging db is {human}", human))
+        token = _r(rng, 40)
+        out.append(("token in .env, unquoted", f"export API_TOKEN={token}\nnpm run deploy", token))
+        token = _r(rng, 32, hexl)
+        out.append(("token in .env, unquoted", f"SERVICE_AUTH_TOKEN={token}\nLOG_LEVEL=info", token))
     for kind in ("RSA PRIVATE KEY", "OPENSSH PRIVATE KEY", "PRIVATE KEY", "EC PRIVATE KEY"):
         pem = _pem(rng, kind)
         out.append(("private key", f"$ cat ~/.ssh/id_test\n{pem}\n$ ", pem.splitlines()[3]))
@@ -103,7 +143,7 @@ def negatives(rng: random.Random) -> list[tuple[str, str]]:
     out = []
     for _ in range(4):
         sha = _r(rng, 40, hexl)
-        uuid = f"{_r(rng, 8, hexl)}-{_r(rng, 4, hexl)}-4{_r(rng, 3, hexl)}-a{_r(rng, 3, hexl)}-{_r(rng, 12, hexl)}"
+        uuid = _uuid(rng)
         out += [
             ("git log", f"commit {sha}\nAuthor: Dev <dev@example.com>\n\n    fix the batch size"),
             ("uuid", f'{{"sessionId": "{uuid}", "type": "user"}}'),
@@ -140,8 +180,43 @@ def negatives(rng: random.Random) -> list[tuple[str, str]]:
         ("ipv4", "the server at 93.184.216.34 answered 200"),
         ("long identifiers", "TestRedactionKeepsOrdinaryCodeUnchangedWhenNothingIsSecret_ab12CD34ef56GH78"),
         ("jwt-like but invalid", "eyJnot.a.token"),
+        (".env settings", "PASSWORD_MIN_LENGTH=12\nSESSION_TIMEOUT=3600\nAPI_VERSION=2024-06-01\nAUTH_ENABLED=true"),
+        (".env references", "DB_PASSWORD=${DB_PASSWORD}\nAPI_KEY=$API_KEY\nSECRET_KEY_FILE=/run/secrets/django_key"),
+        ("exports without secrets", "export TOKEN_TTL_SECONDS=900\nexport ACCESS_LOG=/var/log/app/access.log\n"
+                                    "export GOOGLE_APPLICATION_CREDENTIALS=$HOME/.config/gcloud/sa.json"),
+        ("token getter", "token = get_token()\nheaders = {'Authorization': f'Bearer {token}'}"),
+        ("password from env, unspaced", 'DB_PASSWORD=os.environ["DB_PASSWORD"]'),
+        ("sudo prompt", "[sudo] password for dev: \nSorry, try again.\n[sudo] password for dev:"),
+        ("prose about passwords", "The password is stored in 1Password and rotated monthly; the password is "
+                                  "base64-encoded before it is sent."),
+        ("prose about passwords", "Your password is too short: it must be at least 12 characters. I reset the "
+                                  "password to the value in the vault."),
+        ("prose about passwords", "the password is AES-256-encrypted at rest and the old password was sha256-hashed"),
+        ("env var docs", "Set `OPENAI_API_KEY` and `ANTHROPIC_API_KEY` in your shell; keys start with sk-ant- "
+                         "and AIza."),
     ]
+    for _ in range(4):
+        out += [
+            ("poetry.lock hash", f'files = [\n    {{file = "requests-2.32.3-py3-none-any.whl", '
+                                 f'hash = "sha256:{_r(rng, 64, hexl)}"}},\n]'),
+            ("Cargo.lock checksum", f'[[package]]\nname = "serde"\nversion = "1.0.210"\n'
+                                    f'checksum = "{_r(rng, 64, hexl)}"'),
+            ("yarn.lock integrity", f'  resolved "https://registry.yarnpkg.com/lodash/-/lodash-4.17.21.tgz#'
+                                    f'{_r(rng, 40, hexl)}"\n  integrity sha512-'
+                                    f'{base64.b64encode(rng.randbytes(64)).decode()}'),
+            ("uuid keys", f'{{"idempotency_key": "{_uuid(rng)}", "request_id": "{_uuid(rng)}"}}'),
+            ("git sha in env", f"GIT_COMMIT={_r(rng, 40, hexl)}\nexport BUILD_SHA={_r(rng, 40, hexl)}"),
+            ("base64 image in code", 'const logo = "data:image/png;base64,'
+                                     f'{base64.b64encode(rng.randbytes(200)).decode()}";'),
+            ("base64 image in python", "ICON_PNG = base64.b64decode(\n"
+                                       f'    "{base64.b64encode(rng.randbytes(120)).decode()}"\n)'),
+        ]
     return out
+
+
+def _uuid(rng: random.Random) -> str:
+    hexl = "0123456789abcdef"
+    return f"{_r(rng, 8, hexl)}-{_r(rng, 4, hexl)}-4{_r(rng, 3, hexl)}-a{_r(rng, 3, hexl)}-{_r(rng, 12, hexl)}"
 
 
 def cases(seed: int = 11) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
