@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from sync_workers.receiver import Settings, Tokens, create_app
 from sync_workers.receiver.app import BATCH_ENDPOINT
-from sync_workers.receiver.service import to_records
-from sync_workers.store import UpsertCounts
+from sync_workers.receiver.incoming import open_batch
+from sync_workers.store import ConversationRecord, UpsertCounts
 from tests.pg import fresh_schema
 from tests.receiver import batch, conversation, message
 from tests.support import wait_for
@@ -27,6 +27,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 psycopg = pytest.importorskip("psycopg")
 pgschema = pytest.importorskip("sync_workers.receiver.pgschema")
 pgstore = pytest.importorskip("sync_workers.receiver.pgstore")
+
+
+def to_records(sent: dict[str, Any]) -> list[ConversationRecord]:
+    """A batch as the receiver stores it: through the same checks as a posted body."""
+    return open_batch(orjson.dumps(sent)).records()
 
 
 @pytest.fixture

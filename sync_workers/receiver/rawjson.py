@@ -1,4 +1,4 @@
-"""A batch body decoded for checking, with each message kept as the exact bytes that were sent.
+"""Where the parts of a batch body are, and what in it the archive cannot keep as sent.
 
 Why: re-encoding what was decoded is not storing what was sent. orjson refuses to encode past
 255 levels of nesting (a schema-valid tool input 250 levels deep used to cost a 500, retried for
@@ -6,11 +6,10 @@ ever), rounds integers beyond 64 bits to floats, and cannot hold a lone UTF-16 s
 So the receiver decodes a body only to check it, and stores each message (and a conversation's
 ``project`` and ``metadata``) as its slice of the body.
 
-Two ways to find those slices. The usual one is msgspec with ``msgspec.Raw`` fields, in C and
-without building the messages. It recurses (Python's recursion limit, about 1000 levels less the
-stack in use) and refuses lone surrogate escapes, so anything it refuses goes to :func:`scan`, an
-iterative tokenizer in Python: slow, but only deep or odd bodies take it, and it is also what
-names the field when a body cannot be taken at all.
+This module is the slow, exact half: :func:`scan`, an iterative tokenizer in Python that takes
+what the C decoders refuse (nesting past Python's recursion limit, lone surrogate escapes), finds
+where each member, conversation and message is, and names the field when a body cannot be taken
+at all. The fast half, and the order things are checked in, is :mod:`sync_workers.receiver.incoming`.
 
 Limits, all answered 422 with the field where the body passes them (never 500):
 
@@ -30,10 +29,10 @@ import math
 import re
 from dataclasses import dataclass, field
 
-import msgspec
 import orjson
 
-__all__ = ["MAX_DEPTH", "SQLITE_JSON_DEPTH", "Layout", "NotJson", "Unstorable", "decode", "layout"]
+__all__ = ["MAX_DEPTH", "SQLITE_JSON_DEPTH", "Layout", "NotJson", "Scan", "Unstorable", "contract_field",
+           "in_text_column", "path_name", "replace_lone_surrogates", "scan"]
 
 MAX_DEPTH = 1024
 """Deepest nesting of a body the receiver takes, counted from the body: orjson's own limit."""
@@ -88,7 +87,7 @@ def _is_lone(match: re.Match[bytes]) -> bool:
     return match["lone"] is not None or (match["high"] is not None and match["low"] is None)
 
 
-def _replace_lone_surrogates(body: bytes) -> bytes:
+def replace_lone_surrogates(body: bytes) -> bytes:
     """The body with every lone surrogate escape replaced by ``\\ufffd``: the same length, so the
     offsets of everything else stay where they were."""
     return _ESCAPE.sub(lambda m: b"\\ufffd" if _is_lone(m) else m[0], body)
@@ -115,23 +114,30 @@ def contract_field(path: list[str | int]) -> list[str | int]:
 
 
 @dataclass(slots=True)
-class _Scan:
+class Scan:
     error: int | None = None
     """Offset of the first byte that is not JSON, or None."""
     problem: Unstorable | None = None
     surrogates: list[list[str | int]] = field(default_factory=list)
     """Paths of the strings (or keys) holding a lone surrogate escape."""
     layout: Layout = field(default_factory=Layout)
+    members: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Where each member of the top-level object is (start, end)."""
+    conversations: list[tuple[int, int]] = field(default_factory=list)
+    """Where each conversation is, when ``conversations`` is an array."""
+    root: bytes = b""
+    """The top-level value's first byte: ``{`` for an object."""
 
 
-def scan(body: bytes, max_depth: int = MAX_DEPTH) -> _Scan:
+def scan(body: bytes, max_depth: int = MAX_DEPTH, *, messages: bool = True) -> Scan:
     """Tokenize ``body`` without recursion, noting where it is too deep, which numbers a double
-    cannot hold, which strings hold lone surrogates, and where each message is.
+    cannot hold, which strings hold lone surrogates, where each top-level member and conversation
+    is and (with ``messages``) where each message is.
 
     Stops at the first syntax error or the first place deeper than ``max_depth``. When a key is
     repeated the last value counts, as in orjson.
     """
-    out = _Scan()
+    out = Scan()
     conversations: list[dict[str, object]] = []
     # One frame per open container: [is_object, key or index, start offset, collected spans].
     stack: list[list] = []
@@ -189,8 +195,11 @@ def scan(body: bytes, max_depth: int = MAX_DEPTH) -> _Scan:
                                          f" levels (counted from {'the batch' if max_depth == MAX_DEPTH else 'here'},"
                                          f" passed at {path_name(path)[:200]}): send it as a JSON string")
                 break
+            if not stack:
+                out.root = text
             if path == ["conversations"]:
                 conversations.clear()  # a repeated "conversations" key: the last one counts
+                out.conversations.clear()
             is_object = text == b"{"
             stack.append([is_object, "" if is_object else 0, start])
             path.append(stack[-1][1])
@@ -213,7 +222,14 @@ def scan(body: bytes, max_depth: int = MAX_DEPTH) -> _Scan:
             out.error = start
             break
         if finished is not None:
-            _note(conversations, path, finished)
+            if not stack and not out.root:
+                out.root = text[:1]
+            elif len(path) == 1 and isinstance(path[0], str):
+                out.members[path[0]] = finished
+            elif len(path) == 2 and path[0] == "conversations" and isinstance(path[1], int) and stack[0][0]:
+                out.conversations.append(finished)
+            if messages:
+                _note(conversations, path, finished)
             expect = "comma_or_close"
     for conv in conversations:
         messages = conv.get("messages")
@@ -260,83 +276,10 @@ def _note(conversations: list[dict[str, object]], path: list[str | int], span: t
         conv[name] = span
 
 
-def decode(body: bytes) -> tuple[dict, _Scan | None]:
-    """The body decoded for checking, plus the scan when the body needed one.
-
-    Raises :class:`NotJson` (400) or :class:`Unstorable` (422). A body with lone surrogate escapes
-    where they may be kept is decoded with ``\\ufffd`` in their place: that copy is only checked,
-    never stored.
-    """
-    try:
-        return orjson.loads(body), None
-    except orjson.JSONDecodeError as exc:
-        refused = exc
-    found = scan(body)
-    if found.problem is not None:
-        raise found.problem
-    if found.error is not None or not found.surrogates:
-        raise NotJson(str(refused))
-    for where in found.surrogates:
-        if _in_text_column(where):
-            raise Unstorable(path_name(where), "holds a lone UTF-16 surrogate escape, which the archive cannot keep"
-                                               " in this text field")
-    try:
-        return orjson.loads(_replace_lone_surrogates(body)), found
-    except orjson.JSONDecodeError as exc:
-        raise NotJson(str(exc)) from None
-
-
-def _in_text_column(path: list[str | int]) -> bool:
+def in_text_column(path: list[str | int]) -> bool:
+    """The value at ``path`` goes to a text column (ids, titles, timestamps), where a lone surrogate cannot go."""
     if path == ["batch_id"] or path == ["source_type"]:
         return True
     if len(path) == 3 and path[0] == "conversations":
         return path[2] in _TEXT_COLUMNS
     return len(path) == 5 and path[0] == "conversations" and path[2] == "messages" and path[4] in _MESSAGE_COLUMNS
-
-
-class _Conversation(msgspec.Struct):
-    messages: list[msgspec.Raw]
-    project: msgspec.Raw = msgspec.Raw()
-    metadata: msgspec.Raw = msgspec.Raw()
-
-
-class _Batch(msgspec.Struct):
-    conversations: list[_Conversation]
-
-
-_RAW = msgspec.json.Decoder(_Batch)
-
-
-def layout(body: bytes, batch: dict, found: _Scan | None) -> Layout:
-    """Where the messages of a valid ``batch`` are in ``body``; raises :class:`Unstorable` for a
-    conversation metadata too deep for SQLite's ``json_patch``."""
-    if found is None:
-        try:
-            raw = _RAW.decode(body)
-        except (msgspec.DecodeError, RecursionError):
-            found = scan(body)
-            if found.problem is not None:  # cannot happen after orjson took the body; never guess
-                raise found.problem from None
-            result = found.layout
-        else:
-            result = Layout(
-                [[bytes(m) for m in conv.messages] for conv in raw.conversations],
-                [bytes(conv.project) or None for conv in raw.conversations],
-                [bytes(conv.metadata) or None for conv in raw.conversations],
-            )
-    else:
-        result = found.layout
-    conversations = batch["conversations"]
-    if len(result.messages) != len(conversations) or any(
-        len(spans) != len(conv["messages"]) for spans, conv in zip(result.messages, conversations, strict=True)
-    ):
-        raise AssertionError("the body's layout disagrees with its decoded batch")
-    for index, metadata in enumerate(result.metadata):
-        if metadata is not None and metadata.count(b"{") + metadata.count(b"[") > SQLITE_JSON_DEPTH:
-            deep = scan(metadata, SQLITE_JSON_DEPTH).problem
-            if deep is not None:
-                key = f".{deep.field}" if deep.field else ""
-                raise Unstorable(f"conversations[{index}].metadata{key}",
-                                 f"is nested deeper than {SQLITE_JSON_DEPTH} levels counted from the metadata, more"
-                                 " than SQLite's json_patch merges: send it as a JSON string")
-    return result

@@ -21,13 +21,15 @@ from typing import Any
 
 import orjson
 
-from sync_workers.receiver import idempotency, rawjson
+from sync_workers.receiver import idempotency
 from sync_workers.receiver.auth import Tokens
 from sync_workers.receiver.backends import Backend, open_backend
-from sync_workers.receiver.validation import InvalidBatch, validate
-from sync_workers.store import ConversationRecord, MessageRecord, UpsertCounts
+from sync_workers.receiver.incoming import open_batch
+from sync_workers.receiver.rawjson import NotJson, Unstorable
+from sync_workers.receiver.validation import InvalidBatch
+from sync_workers.store import UpsertCounts
 
-__all__ = ["Answer", "ReceiverService", "Refused", "Settings", "decode_body", "to_records"]
+__all__ = ["Answer", "ReceiverService", "Refused", "Settings", "decode_body"]
 
 MiB = 1024 * 1024
 MAX_GZIP_MEMBERS = 8
@@ -113,31 +115,6 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     return b"".join(out)
 
 
-def to_records(batch: dict[str, Any], layout: rawjson.Layout | None = None) -> list[ConversationRecord]:
-    """A validated batch as store records.
-
-    With ``layout`` (the body's own bytes, see :mod:`rawjson`) each message, ``project`` and
-    ``metadata`` is stored exactly as received; without it they are encoded from ``batch``, which
-    fails past 255 levels of nesting (orjson), so the receiver always passes one.
-    """
-    dumps = orjson.dumps
-    records = []
-    for index, conv in enumerate(batch["conversations"]):
-        fields = {k: v for k, v in conv.items() if k not in ("id", "messages")}
-        bodies = layout.messages[index] if layout is not None else [dumps(m) for m in conv["messages"]]
-        if layout is not None:
-            for name, raw in (("project", layout.project[index]), ("metadata", layout.metadata[index])):
-                if raw is not None:
-                    fields[name] = raw
-        records.append(ConversationRecord(
-            conv["id"],
-            fields,
-            [MessageRecord(m["id"], m["role"], m.get("created_at"), m.get("visibility") or "visible", body)
-             for m, body in zip(conv["messages"], bodies, strict=True)],
-        ))
-    return records
-
-
 class ReceiverService:
     """The receiver over one store. Thread-safe; call :meth:`close` when done."""
 
@@ -186,24 +163,19 @@ class ReceiverService:
             if prior is not None:  # a retry: answer without decoding or validating again
                 return _replay(prior, key, body_digest)
         try:
-            batch, scanned = rawjson.decode(body)
-        except rawjson.NotJson as exc:
+            incoming = open_batch(body)
+            if key is not None and key != incoming.batch_id:
+                raise Refused(422, f"Idempotency-Key {key!r} differs from batch_id {incoming.batch_id!r}",
+                              field="Idempotency-Key")
+            records = incoming.records()
+        except NotJson as exc:
             raise Refused(400, f"the body is not JSON: {exc}") from None
-        except rawjson.Unstorable as exc:
+        except Unstorable as exc:
             raise Refused(422, f"the batch cannot be stored as sent: {exc}", field=exc.field) from None
-        try:
-            validate(batch)
         except InvalidBatch as exc:
             raise Refused(422, f"the batch fails the contract at {exc}", field=exc.field) from None
-        if key is not None and key != batch["batch_id"]:
-            raise Refused(422, f"Idempotency-Key {key!r} differs from batch_id {batch['batch_id']!r}",
-                          field="Idempotency-Key")
-        key = batch["batch_id"]
-        try:
-            records = to_records(batch, rawjson.layout(body, batch, scanned))
-        except rawjson.Unstorable as exc:
-            raise Refused(422, f"the batch cannot be stored as sent: {exc}", field=exc.field) from None
-        record, fresh = self.store.write(key, body_digest, batch["source_type"], records, _response)
+        key = incoming.batch_id
+        record, fresh = self.store.write(key, body_digest, incoming.source_type, records, _response)
         if not fresh:
             return _replay(record, key, body_digest)
         self._prune_now_and_then()

@@ -19,7 +19,8 @@ import fastjsonschema
 import jsonschema_rs
 import orjson
 
-__all__ = ["SCHEMA", "InvalidBatch", "openapi_schema", "validate"]
+__all__ = ["SCHEMA", "InvalidBatch", "openapi_schema", "validate", "validate_conversation",
+           "validate_conversation_head", "validate_envelope", "validate_message"]
 
 SCHEMA: dict[str, Any] = orjson.loads(resources.files(__package__).joinpath("batch.schema.json").read_bytes())
 
@@ -33,8 +34,6 @@ class InvalidBatch(ValueError):
         self.message = message
 
 
-_FAST = jsonschema_rs.validator_for(SCHEMA)
-_BATCH = fastjsonschema.compile(SCHEMA)
 _BLOCK_TYPES = [branch["properties"]["type"]["const"] for branch in SCHEMA["$defs"]["block"]["oneOf"]]
 
 
@@ -45,16 +44,64 @@ def _block_validator(block_type: str) -> Any:
     return fastjsonschema.compile({"type": "object", **branch})
 
 
+class _Checker:
+    """One schema compiled twice: jsonschema-rs says whether a value is valid, fastjsonschema says why not."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self._fast = jsonschema_rs.validator_for(schema)
+        self._explaining = fastjsonschema.compile(schema)
+
+    def __call__(self, value: Any, where: str = "") -> None:
+        if self._fast.is_valid(value):
+            return
+        try:
+            self._explaining(value)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise _within(where, _explain(exc)) from None
+        error = next(iter(self._fast.iter_errors(value)))  # the two validators disagree: trust the stricter
+        raise _within(where, InvalidBatch(".".join(map(str, error.instance_path)), error.message))
+
+
+_BATCH = _Checker(SCHEMA)
+_ENVELOPE = _Checker({**SCHEMA, "properties": {**SCHEMA["properties"],
+                                               "conversations": {"type": "array", "minItems": 1}}})
+_CONVERSATION = _Checker({"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"], "$ref": "#/$defs/conversation"})
+_CONVERSATION_HEAD = _Checker({"$schema": SCHEMA["$schema"], "$ref": "#/$defs/conversation", "$defs": {
+    **SCHEMA["$defs"], "conversation": {**SCHEMA["$defs"]["conversation"], "properties": {
+        **SCHEMA["$defs"]["conversation"]["properties"], "messages": {"type": "array"}}}}})
+_MESSAGE = _Checker({"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"], "$ref": "#/$defs/message"})
+
+
 def validate(batch: Any) -> None:
     """Raise :class:`InvalidBatch` naming the first failing field; return None when valid."""
-    if _FAST.is_valid(batch):
-        return
-    try:
-        _BATCH(batch)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise _explain(exc) from None
-    error = next(iter(_FAST.iter_errors(batch)))  # the two validators disagree: trust the stricter
-    raise InvalidBatch(".".join(map(str, error.instance_path)), error.message)
+    _BATCH(batch)
+
+
+def validate_envelope(envelope: dict[str, Any]) -> None:
+    """Check a batch without its conversations' contents: ``conversations`` may hold anything (say ``None``
+    for each), so a batch is checked one conversation at a time (:func:`validate_conversation`)."""
+    _ENVELOPE(envelope)
+
+
+def validate_conversation(conversation: Any, index: int) -> None:
+    """Check conversation ``index`` of a batch; the error names the field from the batch
+    (``conversations[3].messages[0].role``)."""
+    _CONVERSATION(conversation, f"conversations[{index}]")
+
+
+def validate_conversation_head(conversation: Any, index: int) -> None:
+    """Check conversation ``index`` without its messages' contents (check each with :func:`validate_message`)."""
+    _CONVERSATION_HEAD(conversation, f"conversations[{index}]")
+
+
+def validate_message(message: Any, conversation: int, index: int) -> None:
+    _MESSAGE(message, f"conversations[{conversation}].messages[{index}]")
+
+
+def _within(where: str, error: InvalidBatch) -> InvalidBatch:
+    if not where:
+        return error
+    return InvalidBatch(f"{where}.{error.field}" if error.field else where, error.message)
 
 
 def _field(name: str) -> str:
