@@ -8,17 +8,22 @@ subprocess into a local archive, which is then searched.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from sync_workers.sources.claude_code import ClaudeCodeSource
+from sync_workers.sources.files import FileSource, ScanContext, ScanStats
 from sync_workers.sources.links import refusal
-from tests.support import SAMPLES
+from tests.support import SAMPLES, wait_for
 
 BIN = Path(sys.executable).parent
 SESSION = SAMPLES / "claude_code" / "real-v1.0.95-excerpt-first40lines.jsonl"
@@ -30,8 +35,14 @@ def backfill(worker: str, flag: str, folder: Path, state: Path) -> subprocess.Co
                           capture_output=True, text=True, timeout=120)
 
 
+def archive(state: Path) -> sqlite3.Connection:
+    """The archive, read-only. A read-write connection closed beside a running daemon was seen to
+    delete the daemon's ``-wal`` and ``-shm`` (taking itself for the last user), hiding its commits."""
+    return sqlite3.connect(f"file:{state / 'archive.db'}?mode=ro", uri=True)
+
+
 def archived_bodies(state: Path) -> bytes:
-    db = sqlite3.connect(state / "archive.db")
+    db = archive(state)
     try:
         return b"\n".join(bytes(row[0]) for row in db.execute("SELECT body FROM messages"))
     finally:
@@ -39,7 +50,7 @@ def archived_bodies(state: Path) -> bytes:
 
 
 def archived_conversations(state: Path) -> set[str]:
-    db = sqlite3.connect(state / "archive.db")
+    db = archive(state)
     try:
         return {row[0] for row in db.execute("SELECT id FROM conversations")}
     finally:
@@ -131,3 +142,118 @@ def test_refusal_reasons(tmp_path: Path, outside: Path) -> None:
     link.unlink()
     link.symlink_to(outside / "kept-elsewhere.jsonl")
     assert refusal(link) is None
+
+
+# --- every file a worker reads, not only its transcripts --------------------------------------------
+
+SUBAGENTS = SAMPLES / "claude_code" / "subagent-layout"
+
+
+def archived_text(state: Path) -> bytes:
+    """Every value of every table of the archive, to search for what must not be there."""
+    db = archive(state)
+    try:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        values = [value for table in tables for row in db.execute(f'SELECT * FROM "{table}"') for value in row]
+    finally:
+        db.close()
+    return b"\n".join(v if isinstance(v, bytes) else str(v).encode() for v in values)
+
+
+def refused_in(stderr: str, path: Path) -> bool:
+    """Whether the log says ``path`` was refused as a link not followed."""
+    return any(str(path) in line and "not followed" in line for line in stderr.splitlines())
+
+
+def test_claude_code_reads_a_linked_subagent_sidecar_only_when_it_is_json(tmp_path: Path, outside: Path) -> None:
+    project = tmp_path / "projects" / "-home-user-app"
+    shutil.copytree(SUBAGENTS, project)
+    [sidecar] = project.rglob("agent-*.meta.json")
+    sidecar.unlink()
+    (outside / "meta.log").write_text(json.dumps({"agentType": SECRET}))  # sent whole as metadata.agent
+    sidecar.symlink_to(outside / "meta.log")
+    state = tmp_path / "state"
+    result = backfill("claude_code", "-projects-dir", tmp_path / "projects", state)
+    assert result.returncode == 0, result.stderr
+    assert refused_in(result.stderr, sidecar), result.stderr
+    assert SECRET.encode() not in archived_text(state)
+    assert len(archived_conversations(state)) == 2  # the session and its subagent, read all the same
+
+
+# --- a refused link is reported once, and again when it changes -------------------------------------
+
+def repoint(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target`` in one step, as ``ln -sf`` over a rename does."""
+    fresh = link.with_name(link.name + ".new")
+    fresh.symlink_to(target)
+    os.replace(fresh, link)
+
+
+def test_a_daemon_reports_a_refused_link_once_and_reads_it_once_it_is_acceptable(tmp_path: Path,
+                                                                                  outside: Path) -> None:
+    project = tmp_path / "projects" / "-home-user-app"
+    project.mkdir(parents=True)
+    link = project / "linked.jsonl"
+    link.symlink_to(outside / "passwd")
+    state, log = tmp_path / "state", tmp_path / "worker.log"
+    config = tmp_path / "config.yaml"
+    config.write_text("worker:\n  check_interval: 0.1\n")
+    with log.open("w") as stderr:
+        process = subprocess.Popen([str(BIN / "sync-worker"), "claude_code", "-config", str(config),
+                                    "-projects-dir", str(tmp_path / "projects"), "-state-dir", str(state)],
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        def reports() -> list[str]:
+            return [line for line in log.read_text().splitlines() if str(link) in line and "not followed" in line]
+
+        def full_checks() -> int:
+            return sum('"check.finished"' in line and '"full": true' in line for line in log.read_text().splitlines())
+
+        wait_for(lambda: full_checks() >= 5, timeout=60)
+        assert len(reports()) == 1, log.read_text()
+        repoint(link, outside / "private.log")  # another target: judged afresh, reported again
+        wait_for(lambda: len(reports()) == 2, timeout=60)
+        checks = full_checks()
+        wait_for(lambda: full_checks() >= checks + 5, timeout=60)
+        assert len(reports()) == 2, log.read_text()
+        repoint(link, outside / "kept-elsewhere.jsonl")  # acceptable now: read
+        wait_for(lambda: (state / "archive.db").exists() and "linked" in archived_conversations(state), timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, log.read_text()
+    assert len(reports()) == 2, log.read_text()
+
+
+def scanned_refusals(source: FileSource, path: Path) -> list[str]:
+    """One check of ``source`` as a worker runs it (discovery, then the scan, no cursor kept): the
+    reasons it gives for refusing ``path``."""
+    stats = ScanStats()
+    for _ in source.scan(list(source.discover()), ScanContext({}, lambda _: {}, stats, 1)):
+        pass
+    return [issue.reason for issue in stats.issues if issue.path == str(path)]
+
+
+# Each layout: a source watching ``root``, and the path in it where a link is planted.
+Layout = Callable[[Path], tuple[FileSource, Path]]
+
+
+def claude_code(root: Path) -> tuple[FileSource, Path]:
+    (root / "-home-user-app").mkdir(parents=True)
+    return ClaudeCodeSource({"projects_dir": str(root)}), root / "-home-user-app" / "linked.jsonl"
+
+
+@pytest.mark.parametrize("layout", [claude_code])
+def test_each_source_reports_a_refused_link_once_until_it_changes(tmp_path: Path, outside: Path,
+                                                                  layout: Layout) -> None:
+    source, link = layout(tmp_path / "watched")
+    link.symlink_to(outside / "passwd")
+    first = scanned_refusals(source, link)
+    assert len(first) == 1 and "not followed" in first[0], first
+    assert scanned_refusals(source, link) == [] and scanned_refusals(source, link) == []
+    with (outside / "passwd").open("a") as passwd:  # the target changed: judged, and reported, again
+        passwd.write("daemon:x:1:1::/:/bin/false\n")
+    assert len(scanned_refusals(source, link)) == 1
+    repoint(link, outside / "project-elsewhere" / "notes.jsonl")  # another target
+    assert len(scanned_refusals(source, link)) == 1
+    assert scanned_refusals(source, link) == []

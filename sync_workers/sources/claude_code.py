@@ -29,7 +29,7 @@ import orjson
 from parsers import claude_code
 from parsers.schema import Conversation, Message
 from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile, scan, unchanged
-from sync_workers.sources.links import refusal
+from sync_workers.sources.links import JSON, LinkGuard, refusal
 from sync_workers.state import FileCursor
 from sync_workers.store import MessageRecord
 
@@ -60,7 +60,7 @@ class ClaudeCodeSource(FileSource):
 
     def discover(self) -> Iterable[TrackedFile]:
         for path in self.paths():
-            yield tracked(Path(path))
+            yield tracked(Path(path), self.links)
 
     def paths(self) -> Iterator[str]:
         for root in self.roots():
@@ -76,7 +76,7 @@ class ClaudeCodeSource(FileSource):
                 continue
             if (len(parts) == 2 and _is_jsonl(parts[1])) or (
                     len(parts) == 4 and parts[2] == "subagents" and _is_agent(parts[3])):
-                return tracked(candidate)
+                return tracked(candidate, self.links)
         return None
 
     def affected(self, paths: Collection[str]) -> list[TrackedFile] | None:
@@ -97,12 +97,12 @@ class ClaudeCodeSource(FileSource):
             listing = _under(path, roots)
             if listing is None:
                 return None
-            found.update((p, tracked(Path(p))) for p in listing if p not in found)
+            found.update((p, tracked(Path(p), self.links)) for p in listing if p not in found)
         return list(found.values())
 
     def scan(self, files: Iterable[TrackedFile], context: ScanContext) -> Iterator[Delta]:
         """The shared engine over the files in the order they ran, resumed copies marked."""
-        ordered = sorted(files, key=lambda f: (f.group or "", _started(f, context.cursors), str(f.path)))
+        ordered = sorted(files, key=lambda f: (f.group or "", _started(f, context.cursors, self.links), str(f.path)))
         owners = context.owners or (lambda ids: {})
         seen: dict[str, str] = {}
         for delta in scan(self, ordered, context):
@@ -113,13 +113,16 @@ class ClaudeCodeSource(FileSource):
         for path in paths:
             if path.is_dir():
                 # A projects folder, or one project folder within it.
-                yield from _walk(path) if any(p.is_dir() for p in path.iterdir()) else _project(path)
+                yield from _walk(path, self.links) if any(p.is_dir() for p in path.iterdir()) else \
+                    _project(path, self.links)
             else:
-                yield tracked(path)
+                yield tracked(path, self.links)
 
 
-def tracked(path: Path) -> TrackedFile:
-    """The file with the hints its place in the layout gives; its group is its project folder."""
+def tracked(path: Path, links: LinkGuard | None = None) -> TrackedFile:
+    """The file with the hints its place in the layout gives; its group is its project folder.
+    A subagent's ``.meta.json`` sidecar is sent whole (``metadata.agent``), so a symlinked one is
+    read only when ``links`` (the source's, which reports it) or, without one, ``refusal`` allows."""
     name = path.name
     project = str(path.parent.parent.parent if path.parent.name == "subagents" else path.parent)
     if not name.startswith("agent-"):
@@ -129,7 +132,8 @@ def tracked(path: Path) -> TrackedFile:
         hints["parent_session"] = path.parent.parent.name
         sidecar = path.with_name(name.removesuffix(".jsonl") + ".meta.json")
         try:
-            meta = orjson.loads(sidecar.read_bytes())
+            refused = links.reason(sidecar, JSON) if links is not None else refusal(sidecar)
+            meta = orjson.loads(sidecar.read_bytes()) if refused is None else None
         except (OSError, orjson.JSONDecodeError):
             meta = None
         if isinstance(meta, dict):
@@ -137,7 +141,7 @@ def tracked(path: Path) -> TrackedFile:
     return TrackedFile(path, "append", hints, project)
 
 
-def _started(tracked: TrackedFile, cursors: Mapping[str, FileCursor]) -> tuple[str, str]:
+def _started(tracked: TrackedFile, cursors: Mapping[str, FileCursor], links: LinkGuard) -> tuple[str, str]:
     """When a file's session ran, from its records: the first and the last time in it. A resumed
     file's copies keep their original times, so its first time can equal its original's; the
     original's last time is earlier. A file the cursors say is unchanged is skipped by the scan
@@ -145,7 +149,7 @@ def _started(tracked: TrackedFile, cursors: Mapping[str, FileCursor]) -> tuple[s
     path = str(tracked.path)
     try:
         st = os.stat(path)
-        if unchanged(cursors.get(path), st) or refusal(path) is not None:
+        if unchanged(cursors.get(path), st) or links.reason(path) is not None:
             return "", ""  # a link refused is reported by the scan, and not opened here either
         with open(path, "rb") as handle:
             first = _edge_time(handle, st.st_size, last=False)
@@ -288,11 +292,11 @@ def _under(folder: str, roots: list[str]) -> list[str] | None:
     return []
 
 
-def _walk(root: Path) -> Iterable[TrackedFile]:
+def _walk(root: Path, links: LinkGuard) -> Iterable[TrackedFile]:
     for path in _walk_paths(str(root)):
-        yield tracked(Path(path))
+        yield tracked(Path(path), links)
 
 
-def _project(project: Path) -> Iterable[TrackedFile]:
+def _project(project: Path, links: LinkGuard) -> Iterable[TrackedFile]:
     for path in _project_paths(str(project)):
-        yield tracked(Path(path))
+        yield tracked(Path(path), links)

@@ -32,7 +32,7 @@ from parsers.errors import ParseError, ParseIssue
 from parsers.schema import Conversation, encode
 from sync_workers.sources.append import HEAD_BYTES, AppendRead, identity
 from sync_workers.sources.issues import settle_document
-from sync_workers.sources.links import refusal
+from sync_workers.sources.links import LinkGuard, by_suffix
 from sync_workers.sources.parallel import read_appends
 from sync_workers.state import Advance, FileCursor, FileFailure
 
@@ -113,6 +113,8 @@ class FileSource:
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.settings = {**self.options, **options}
+        self.links = LinkGuard()
+        """The links this source refused: kept with the source, so a daemon reports each once."""
 
     def roots(self) -> list[Path]:
         """Folders to watch for changes."""
@@ -192,6 +194,7 @@ def scan(
     append-only files after them: in up to ``context.processes`` processes when there is a lot
     to read (``sources.parallel``)."""
     cursors, acked, stats = context.cursors, context.acked, context.stats
+    links, judge = source.links, by_suffix(source.link_suffixes)
     appends: list[AppendRead] = []
     for tracked in files:
         stats.files += 1
@@ -203,10 +206,8 @@ def scan(
         cursor = cursors.get(path)
         if unchanged(cursor, st) or context.skips(path, st):
             continue
-        refused = refusal(path, source.link_suffixes)
-        if refused is not None:  # a link out of the watched folder to something not a transcript
-            stats.issues.append(ParseIssue(path, None, refused))
-            continue
+        if links.reason(path, judge) is not None:  # a link out of the watched folder to something not a transcript
+            continue  # reported once, below
         try:
             if tracked.kind == "append":
                 parse = type(source).parse_chunk
@@ -219,6 +220,7 @@ def scan(
             stats.issues.append(ParseIssue(path, None, f"unreadable: {exc.strerror or exc}"))
         except Exception as exc:  # a parser's bug on this file: the file's problem, not the check's
             stats.failures.append(FileFailure.of(path, exc, st))
+    links.report(stats.issues)  # and what discovery refused (sidecars, indexes)
     for conversations, advance in read_appends(appends, stats, context.processes, context.redact):
         yield Delta(conversations, advance)
 
