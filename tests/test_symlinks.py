@@ -23,7 +23,8 @@ import pytest
 from sync_workers.sources.claude_code import ClaudeCodeSource
 from sync_workers.sources.files import FileSource, ScanContext, ScanStats
 from sync_workers.sources.links import refusal
-from tests.support import SAMPLES, wait_for
+from sync_workers.sources.opencode import OpenCodeSource
+from tests.support import DATA, SAMPLES, wait_for
 
 BIN = Path(sys.executable).parent
 SESSION = SAMPLES / "claude_code" / "real-v1.0.95-excerpt-first40lines.jsonl"
@@ -146,6 +147,8 @@ def test_refusal_reasons(tmp_path: Path, outside: Path) -> None:
 
 # --- every file a worker reads, not only its transcripts --------------------------------------------
 
+OPENCODE_STORAGE = DATA / "opencode" / "storage"
+CHILD = "ses_4a3b2c1d0e0eChildSession01"
 SUBAGENTS = SAMPLES / "claude_code" / "subagent-layout"
 
 
@@ -163,6 +166,34 @@ def archived_text(state: Path) -> bytes:
 def refused_in(stderr: str, path: Path) -> bool:
     """Whether the log says ``path`` was refused as a link not followed."""
     return any(str(path) in line and "not followed" in line for line in stderr.splitlines())
+
+
+def test_opencode_reads_its_json_tree_through_links_to_json_files_only(tmp_path: Path, outside: Path) -> None:
+    storage = tmp_path / "opencode" / "storage"
+    shutil.copytree(OPENCODE_STORAGE, storage)
+    # A part that is JSON, in a file not named .json: its text would be sent.
+    (outside / "part.log").write_text(json.dumps({"id": "prt_c01_09", "type": "text", "text": SECRET}))
+    misnamed = storage / "part" / "msg_c01_user" / "prt_c01_09.json"
+    misnamed.symlink_to(outside / "part.log")
+    passwd = storage / "message" / CHILD / "msg_c03_user.json"
+    passwd.symlink_to(outside / "passwd")
+    # A message whose part folder is a link out of the tree: its JSON part is read, the other is not.
+    elsewhere = outside / "parts-elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "prt_c04_01.json").write_text(json.dumps({"id": "prt_c04_01", "type": "text",
+                                                           "text": "the text of a linked part"}))
+    (elsewhere / "prt_c04_02.json").write_text(f"{SECRET}\n")
+    (storage / "message" / CHILD / "msg_c04_user.json").write_text(json.dumps(
+        {"id": "msg_c04_user", "sessionID": CHILD, "role": "user", "time": {"created": 1767225699000}}))
+    (storage / "part" / "msg_c04_user").symlink_to(elsewhere)
+    state = tmp_path / "state"
+    result = backfill("opencode", "-data-dir", tmp_path / "opencode", state)
+    assert result.returncode == 0, result.stderr
+    for path in (misnamed, passwd, storage / "part" / "msg_c04_user" / "prt_c04_02.json"):
+        assert refused_in(result.stderr, path), (path, result.stderr)
+    archived = archived_text(state)
+    assert SECRET.encode() not in archived
+    assert b"the text of a linked part" in archived
 
 
 def test_claude_code_reads_a_linked_subagent_sidecar_only_when_it_is_json(tmp_path: Path, outside: Path) -> None:
@@ -243,7 +274,17 @@ def claude_code(root: Path) -> tuple[FileSource, Path]:
     return ClaudeCodeSource({"projects_dir": str(root)}), root / "-home-user-app" / "linked.jsonl"
 
 
-@pytest.mark.parametrize("layout", [claude_code])
+def opencode_tree(root: Path) -> tuple[FileSource, Path]:
+    shutil.copytree(OPENCODE_STORAGE, root / "storage")
+    return OpenCodeSource({"data_dir": str(root)}), root / "storage" / "part" / "msg_c01_user" / "prt_c01_09.json"
+
+
+def opencode_db(root: Path) -> tuple[FileSource, Path]:
+    root.mkdir()
+    return OpenCodeSource({"data_dir": str(root)}), root / "opencode.db"
+
+
+@pytest.mark.parametrize("layout", [claude_code, opencode_tree, opencode_db])
 def test_each_source_reports_a_refused_link_once_until_it_changes(tmp_path: Path, outside: Path,
                                                                   layout: Layout) -> None:
     source, link = layout(tmp_path / "watched")

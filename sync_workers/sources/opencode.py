@@ -12,9 +12,8 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from parsers.errors import ParseIssue
 from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile
-from sync_workers.sources.links import refusal
+from sync_workers.sources.links import SQLITE
 from sync_workers.sources.opencode_scan import Kept, scan_stores, session_key
 from sync_workers.sources.opencode_store import default_data_dir, find_databases
 from sync_workers.state import FileCursor
@@ -54,16 +53,16 @@ class OpenCodeSource(FileSource):
 
     def scan(self, files: Iterable[TrackedFile], context: ScanContext) -> Iterator[Delta]:
         """The JSON tree and the database, read in this process (``processes`` is for JSONL). A
-        database reached through a symlink is opened only when the link resolves to an SQLite file."""
+        database reached through a symlink is opened only when the link resolves to an SQLite file;
+        each file of the JSON tree only when it resolves to a JSON file (``sources.links``)."""
         self._present = {}
-        kept = []
-        for tracked in files:
-            refused = refusal(tracked.path, (".db",)) if tracked.hints.get("store") == "sqlite" else None
-            if refused is None:
-                kept.append(tracked)
-            else:
-                context.stats.issues.append(ParseIssue(str(tracked.path), None, refused))
-        return scan_stores(kept, context.cursors, context.acked, context.stats, self._present, self._kept)
+        kept = [tracked for tracked in files
+                if tracked.hints.get("store") != "sqlite" or self.links.reason(tracked.path, SQLITE) is None]
+        try:
+            yield from scan_stores(kept, context.cursors, context.acked, context.stats, self._present, self._kept,
+                                   self.links)
+        finally:
+            self.links.report(context.stats.issues)
 
     def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
         """Session cursors whose store is gone, or whose session its store (listed in full by the

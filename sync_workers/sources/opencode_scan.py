@@ -37,6 +37,7 @@ from parsers.errors import ParseIssue
 from parsers.nesting import bounded
 from parsers.opencode import parse_session
 from sync_workers.sources.files import Delta, ScanStats, TrackedFile, unsent
+from sync_workers.sources.links import LinkGuard
 from sync_workers.sources.opencode_store import (
     NotOpenCodeDatabase,
     OpenCodeDB,
@@ -92,8 +93,9 @@ class Kept:
 
 
 def scan_stores(files: Iterable[TrackedFile], cursors: Mapping[str, FileCursor], acked: Acked,
-                stats: ScanStats, present: dict[str, set[str]], kept: Kept) -> Iterator[Delta]:
-    """Databases first, then JSON trees; fills ``present`` with each store listed in full."""
+                stats: ScanStats, present: dict[str, set[str]], kept: Kept, links: LinkGuard) -> Iterator[Delta]:
+    """Databases first, then JSON trees; fills ``present`` with each store listed in full. A JSON
+    file reached through a symlink is read only when ``links`` allows (it queues the refusal)."""
     files = list(files)
     taken: set[str] = set()
     waiting = False
@@ -110,7 +112,7 @@ def scan_stores(files: Iterable[TrackedFile], cursors: Mapping[str, FileCursor],
         store, now = str(tracked.path), time.monotonic()
         if present and now - kept.json_scanned.get(store, -FROZEN_RESCAN_SECONDS) < FROZEN_RESCAN_SECONDS:
             continue  # frozen beside a database, and listed not long ago
-        yield from _scan_json(tracked.path, cursors, acked, stats, present, taken)
+        yield from _scan_json(tracked.path, cursors, acked, stats, present, taken, links)
         kept.json_scanned[store] = now  # not when the scan was cut short
 
 
@@ -155,7 +157,7 @@ def _scan_db(path: Path, kept: Kept, cursors: Mapping[str, FileCursor], acked: A
 
 
 def _scan_json(storage: Path, cursors: Mapping[str, FileCursor], acked: Acked, stats: ScanStats,
-               present: dict[str, set[str]], taken: set[str]) -> Iterator[Delta]:
+               present: dict[str, set[str]], taken: set[str], links: LinkGuard) -> Iterator[Delta]:
     store, data_dir = str(storage), storage.parent
     markers = {sid: m for sid, m in json_session_markers(data_dir).items() if sid not in taken}
     present[store] = set(markers)
@@ -163,7 +165,7 @@ def _scan_json(storage: Path, cursors: Mapping[str, FileCursor], acked: Acked, s
     known = {sid: c.mtime_ns for sid in markers if (c := cursors.get(f"{store}#{sid}")) is not None}
     if all(known.get(sid) == marker for sid, marker in markers.items()):
         return  # nothing changed: no file is opened
-    for bundle in iter_json_sessions(data_dir, known, exclude=taken):
+    for bundle in iter_json_sessions(data_dir, known, exclude=taken, links=links):
         yield _delta(bundle, store, 1_000_000_000, acked, stats)
 
 

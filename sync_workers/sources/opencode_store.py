@@ -7,7 +7,10 @@ hands whole sessions (session record, messages, parts by message) to the pure
 ``parsers.opencode.parse_session``, with a cheap change marker so unchanged sessions can be
 skipped. Everything here only reads; nothing is ever written into the data directory.
 
-JSON tree: ids come from file paths, not the ``id`` fields inside (OpenCode's own migration does
+JSON tree: every file is read through a :class:`~sync_workers.sources.links.LinkGuard` (a
+message linked to ``/etc/passwd``, a part folder linked elsewhere: read only when the link
+resolves to a JSON file; the listing and the markers only ``stat``). Ids come from file paths,
+not the ``id`` fields inside (OpenCode's own migration does
 the same: old migrations moved files without rewriting them). A file that does not decode
 (corrupt, or caught mid-rewrite: OpenCode rewrites files in place while streaming) is skipped
 and reported by path; the rest of the session is still read. The marker is taken *before* the
@@ -34,6 +37,7 @@ from urllib.parse import quote
 import orjson
 
 from parsers.errors import ParseIssue
+from sync_workers.sources.links import LinkGuard
 
 __all__ = [
     "NotOpenCodeDatabase",
@@ -135,7 +139,9 @@ def _scan(storage: Path, sid: str,
     return max(stamps), sorted(message_files), part_files
 
 
-def _read(path: Path, issues: list[ParseIssue]) -> dict[str, Any] | None:
+def _read(path: Path, issues: list[ParseIssue], links: LinkGuard) -> dict[str, Any] | None:
+    if links.reason(path) is not None:
+        return None  # a link to something not JSON: not opened (the guard reports it)
     try:
         data = orjson.loads(path.read_bytes())
     except FileNotFoundError:
@@ -157,25 +163,28 @@ def _with_path_ids(record: dict[str, Any], ids: Mapping[str, str]) -> dict[str, 
 
 
 def read_json_session(data_dir: str | os.PathLike[str], session_id: str) -> SessionBundle:
-    """Read one session from ``<data_dir>/storage`` (see the module docstring)."""
-    storage = Path(data_dir) / "storage"
-    return _read_json_session(storage, session_id, _session_files(storage).get(session_id))
+    """Read one session from ``<data_dir>/storage`` (see the module docstring); links refused are
+    among the bundle's issues."""
+    storage, links = Path(data_dir) / "storage", LinkGuard()
+    bundle = _read_json_session(storage, session_id, _session_files(storage).get(session_id), links)
+    links.report(bundle.issues)
+    return bundle
 
 
-def _read_json_session(storage: Path, sid: str, session_file: Path | None,
+def _read_json_session(storage: Path, sid: str, session_file: Path | None, links: LinkGuard,
                        scan: tuple[int, list[Path], dict[str, list[Path]]] | None = None) -> SessionBundle:
     marker, message_files, part_files = scan or _scan(storage, sid, session_file)
     issues: list[ParseIssue] = []
     session = project = None
     if session_file is not None:
-        session = _read(session_file, issues)
+        session = _read(session_file, issues, links)
         if session is not None:
             session = _with_path_ids(session, {"id": sid, "projectID": session_file.parent.name})
-            project = _read(storage / "project" / f"{session_file.parent.name}.json", [])
+            project = _read(storage / "project" / f"{session_file.parent.name}.json", [], links)
     messages, parts_by_message = [], {}
     for path in message_files:
         mid = path.name[:-5]
-        message = _read(path, issues)
+        message = _read(path, issues, links)
         if message is None:
             continue
         files = part_files.get(mid, [])
@@ -187,7 +196,7 @@ def _read_json_session(storage: Path, sid: str, session_file: Path | None,
         messages.append(_with_path_ids(message, {"id": mid, "sessionID": sid}))
         parts = parts_by_message[mid] = []
         for file in sorted(files):
-            part = _read(file, issues)
+            part = _read(file, issues, links)
             if part is not None:
                 parts.append(_with_path_ids(part, {"id": file.name[:-5], "messageID": mid, "sessionID": sid}))
     return SessionBundle(sid, session, messages, parts_by_message, project, marker,
@@ -202,13 +211,14 @@ def json_session_markers(data_dir: str | os.PathLike[str]) -> dict[str, int]:
 
 
 def iter_json_sessions(data_dir: str | os.PathLike[str], known: Mapping[str, int] | None = None,
-                       exclude: Container[str] = ()) -> Iterator[SessionBundle]:
+                       exclude: Container[str] = (), links: LinkGuard | None = None) -> Iterator[SessionBundle]:
     """Bundles of the JSON tree's sessions whose marker differs from ``known[session_id]``
     (all sessions when ``known`` is None), leaving out ``exclude`` (e.g. the ids already in
     opencode.db, which is preferred: v1.2 copied the tree into it and left the tree frozen).
     Store a bundle's marker only once it is delivered, and not when ``bundle.issues`` says a
-    file could not be read (it may have been caught mid-rewrite)."""
-    storage = Path(data_dir) / "storage"
+    file could not be read (it may have been caught mid-rewrite). ``links``: a source's guard,
+    which keeps the links it refused to report them once; without one, they are in each bundle's issues."""
+    storage, guard = Path(data_dir) / "storage", links or LinkGuard()
     files = _session_files(storage)
     for sid in _session_ids(storage, files):
         if sid in exclude:
@@ -216,7 +226,10 @@ def iter_json_sessions(data_dir: str | os.PathLike[str], known: Mapping[str, int
         scan = _scan(storage, sid, files.get(sid))
         if known is not None and scan[0] == known.get(sid):
             continue
-        yield _read_json_session(storage, sid, files.get(sid), scan)
+        bundle = _read_json_session(storage, sid, files.get(sid), guard, scan)
+        if links is None:
+            guard.report(bundle.issues)
+        yield bundle
 
 
 # --- SQLite ------------------------------------------------------------------------------------
