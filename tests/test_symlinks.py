@@ -22,6 +22,7 @@ import pytest
 
 from sync_workers.sources.claude_code import ClaudeCodeSource
 from sync_workers.sources.files import FileSource, ScanContext, ScanStats
+from sync_workers.sources.gemini_cli import GeminiCliSource
 from sync_workers.sources.links import refusal
 from sync_workers.sources.opencode import OpenCodeSource
 from tests.support import DATA, SAMPLES, wait_for
@@ -149,6 +150,7 @@ def test_refusal_reasons(tmp_path: Path, outside: Path) -> None:
 
 OPENCODE_STORAGE = DATA / "opencode" / "storage"
 CHILD = "ses_4a3b2c1d0e0eChildSession01"
+GEMINI_SESSION = SAMPLES / "gemini_cli" / "json-2025-10-string-content.session.json"
 SUBAGENTS = SAMPLES / "claude_code" / "subagent-layout"
 
 
@@ -194,6 +196,39 @@ def test_opencode_reads_its_json_tree_through_links_to_json_files_only(tmp_path:
     archived = archived_text(state)
     assert SECRET.encode() not in archived
     assert b"the text of a linked part" in archived
+
+
+def test_gemini_cli_reads_project_roots_and_projects_json_through_good_links_only(tmp_path: Path,
+                                                                                  outside: Path) -> None:
+    gemini = tmp_path / "gemini"
+    chats = gemini / "tmp" / "project" / "chats"
+    chats.mkdir(parents=True)
+    shutil.copy(GEMINI_SESSION, chats / "session-2025-10-11T11-58-d6f69999.json")
+    (chats.parent / ".project_root").symlink_to(outside / "passwd")  # its text would be the project's path
+    (gemini / "projects.json").symlink_to(outside / "private.log")
+    state = tmp_path / "state"
+    result = backfill("gemini_cli", "-gemini-dir", gemini, state)
+    assert result.returncode == 0, result.stderr
+    assert refused_in(result.stderr, chats.parent / ".project_root"), result.stderr
+    assert refused_in(result.stderr, gemini / "projects.json"), result.stderr
+    assert SECRET.encode() not in archived_text(state)
+    assert archived_conversations(state)  # the session itself is read
+
+    # A project folder linked elsewhere brings its own .project_root: followed, as is a projects.json
+    # linked to a projects.json.
+    project = outside / "gemini-project"
+    (project / "chats").mkdir(parents=True)
+    shutil.copy(GEMINI_SESSION, project / "chats" / "session-2025-10-11T11-58-d6f69999.json")
+    (project / ".project_root").write_text("/home/dev/elsewhere\n")
+    (outside / "projects.json").write_text(json.dumps({"projects": {"/home/dev/elsewhere": "elsewhere"}}))
+    good = tmp_path / "gemini-good"
+    (good / "tmp").mkdir(parents=True)
+    (good / "tmp" / "elsewhere").symlink_to(project)
+    (good / "projects.json").symlink_to(outside / "projects.json")
+    result = backfill("gemini_cli", "-gemini-dir", good, tmp_path / "state-good")
+    assert result.returncode == 0, result.stderr
+    assert "not followed" not in result.stderr, result.stderr
+    assert b"/home/dev/elsewhere" in archived_text(tmp_path / "state-good")
 
 
 def test_claude_code_reads_a_linked_subagent_sidecar_only_when_it_is_json(tmp_path: Path, outside: Path) -> None:
@@ -284,7 +319,17 @@ def opencode_db(root: Path) -> tuple[FileSource, Path]:
     return OpenCodeSource({"data_dir": str(root)}), root / "opencode.db"
 
 
-@pytest.mark.parametrize("layout", [claude_code, opencode_tree, opencode_db])
+def gemini_project_root(root: Path) -> tuple[FileSource, Path]:
+    (root / "tmp" / "project" / "chats").mkdir(parents=True)
+    return GeminiCliSource({"gemini_dir": str(root)}), root / "tmp" / "project" / ".project_root"
+
+
+def gemini_projects(root: Path) -> tuple[FileSource, Path]:
+    (root / "tmp").mkdir(parents=True)
+    return GeminiCliSource({"gemini_dir": str(root)}), root / "projects.json"
+
+
+@pytest.mark.parametrize("layout", [claude_code, opencode_tree, opencode_db, gemini_project_root, gemini_projects])
 def test_each_source_reports_a_refused_link_once_until_it_changes(tmp_path: Path, outside: Path,
                                                                   layout: Layout) -> None:
     source, link = layout(tmp_path / "watched")

@@ -10,6 +10,9 @@ into ``<name>.jsonl`` and may stay behind: only the ``.jsonl`` is read. ``.unrea
 A session holds only ``projectHash`` (SHA-256 of its root): the hints are the project folder's
 ``.project_root`` and the keys of ``projects.json``; the parser picks the matching one. Discovery
 runs on every check, so it lists folders and reads only those small files, never a session.
+Both are sent (the project's path), so a symlinked one is read only when it resolves to a file
+of its kind (``sources.links``: a ``.project_root`` of one line, a JSON ``.json``); the source's
+guard reports a refused one once, with the check that follows.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import orjson
 
 from parsers import gemini_cli
 from sync_workers.sources.files import FileSource, TrackedFile
+from sync_workers.sources.links import JSON, PROJECT_ROOT, LinkGuard
 from sync_workers.state import FileCursor
 
 
@@ -48,21 +52,22 @@ class GeminiCliSource(FileSource):
         return [tmp if tmp.is_dir() else self.gemini_dir()]
 
     def discover(self) -> Iterable[TrackedFile]:
-        return _layout(self.gemini_dir())
+        return _layout(self.gemini_dir(), self.links)
 
     def discover_paths(self, paths: Iterable[Path]) -> Iterable[TrackedFile]:
         """A session file, a folder laid out like ``~/.gemini``, its ``tmp``, a project or ``chats`` folder."""
+        links = self.links
         for path in (p.absolute() for p in paths):
             if path.is_file():
-                yield _single(path)
+                yield _single(path, links)
             elif (path / "tmp").is_dir():
-                yield from _layout(path)
+                yield from _layout(path, links)
             elif path.name == "chats":
-                yield from _project(path.parent, _candidates(path.parent.parent.parent))
+                yield from _project(path.parent, _candidates(path.parent.parent.parent, links), links)
             elif (path / "chats").is_dir():
-                yield from _project(path, _candidates(path.parent.parent))
+                yield from _project(path, _candidates(path.parent.parent, links), links)
             else:
-                yield from _projects(path, _candidates(path.parent))
+                yield from _projects(path, _candidates(path.parent, links), links)
 
     def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
         """Also forget files no longer discovered though still there (a ``.json`` superseded by its
@@ -71,18 +76,18 @@ class GeminiCliSource(FileSource):
         return [key for key in cursors if key not in seen]
 
 
-def _layout(gemini_dir: Path) -> Iterator[TrackedFile]:
-    return _projects(gemini_dir / "tmp", _candidates(gemini_dir))
+def _layout(gemini_dir: Path, links: LinkGuard) -> Iterator[TrackedFile]:
+    return _projects(gemini_dir / "tmp", _candidates(gemini_dir, links), links)
 
 
-def _projects(tmp: Path, candidates: list[str]) -> Iterator[TrackedFile]:
+def _projects(tmp: Path, candidates: list[str], links: LinkGuard) -> Iterator[TrackedFile]:
     for project in _entries(tmp, dirs=True):
-        yield from _project(project, candidates)
+        yield from _project(project, candidates, links)
 
 
-def _project(project: Path, candidates: list[str]) -> Iterator[TrackedFile]:
+def _project(project: Path, candidates: list[str], links: LinkGuard) -> Iterator[TrackedFile]:
     hints: dict[str, Any] = {"project_candidates": candidates}
-    root = _project_root(project)
+    root = _project_root(project, links)
     if root:
         hints["project_path"] = root
     chats = project / "chats"
@@ -93,13 +98,13 @@ def _project(project: Path, candidates: list[str]) -> Iterator[TrackedFile]:
             yield TrackedFile(path, "document", {**hints, "session_id": path.stem})
 
 
-def _single(path: Path) -> TrackedFile:
+def _single(path: Path, links: LinkGuard) -> TrackedFile:
     """One file, with the hints its place in a ``~/.gemini`` layout gives (if it is in one)."""
     chats = next((p for p in (path.parent, path.parent.parent) if p.name == "chats"), None)
     hints: dict[str, Any] = {}
     if chats is not None:
-        hints["project_candidates"] = _candidates(chats.parent.parent.parent)
-        root = _project_root(chats.parent)
+        hints["project_candidates"] = _candidates(chats.parent.parent.parent, links)
+        root = _project_root(chats.parent, links)
         if root:
             hints["project_path"] = root
         if chats != path.parent:
@@ -128,18 +133,24 @@ def _entries(folder: Path, dirs: bool) -> list[Path]:
         return []
 
 
-def _candidates(gemini_dir: Path) -> list[str]:
+def _candidates(gemini_dir: Path, links: LinkGuard) -> list[str]:
     """The project roots ``projects.json`` (v0.29+) registers: ``{"projects": {path: slug}}``."""
+    path = gemini_dir / "projects.json"
     try:
-        projects = orjson.loads((gemini_dir / "projects.json").read_bytes()).get("projects")
+        if links.reason(path, JSON) is not None:
+            return []
+        projects = orjson.loads(path.read_bytes()).get("projects")
     except (OSError, orjson.JSONDecodeError, AttributeError):
         return []
     return sorted(k for k in projects if isinstance(k, str)) if isinstance(projects, dict) else []
 
 
-def _project_root(project: Path) -> str | None:
+def _project_root(project: Path, links: LinkGuard) -> str | None:
+    path = project / ".project_root"
     try:
-        root = (project / ".project_root").read_text(encoding="utf-8").strip()
+        if links.reason(path, PROJECT_ROOT) is not None:
+            return None
+        root = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
     return root or None
