@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from sync_workers.sources.claude_code import ClaudeCodeSource
+from sync_workers.sources.codex import CodexSource
 from sync_workers.sources.files import FileSource, ScanContext, ScanStats
 from sync_workers.sources.gemini_cli import GeminiCliSource
 from sync_workers.sources.links import refusal
@@ -151,6 +152,9 @@ def test_refusal_reasons(tmp_path: Path, outside: Path) -> None:
 OPENCODE_STORAGE = DATA / "opencode" / "storage"
 CHILD = "ses_4a3b2c1d0e0eChildSession01"
 GEMINI_SESSION = SAMPLES / "gemini_cli" / "json-2025-10-string-content.session.json"
+CODEX_ROLLOUT = SAMPLES / "codex" / (
+    "synthetic-2026-shapes.rollout-2026-01-02T03-04-05-11111111-1111-4111-8111-111111111111.jsonl")
+CODEX_THREAD = "11111111-1111-4111-8111-111111111111"
 SUBAGENTS = SAMPLES / "claude_code" / "subagent-layout"
 
 
@@ -246,6 +250,28 @@ def test_claude_code_reads_a_linked_subagent_sidecar_only_when_it_is_json(tmp_pa
     assert len(archived_conversations(state)) == 2  # the session and its subagent, read all the same
 
 
+def test_codex_takes_thread_names_only_from_a_session_index_that_is_one(tmp_path: Path, outside: Path) -> None:
+    def home(name: str, index_target: Path) -> Path:
+        sessions = tmp_path / name / "sessions"
+        (sessions / "2026" / "01" / "02").mkdir(parents=True)
+        shutil.copy(CODEX_ROLLOUT, sessions / "2026" / "01" / "02" / CODEX_ROLLOUT.name.split(".", 1)[1])
+        (tmp_path / name / "session_index.jsonl").symlink_to(index_target)
+        return sessions
+
+    (outside / "index.log").write_text(json.dumps({"id": CODEX_THREAD, "thread_name": SECRET}) + "\n")
+    (outside / "session_index.jsonl").write_text(json.dumps({"id": CODEX_THREAD, "thread_name": "a thread name"}))
+    sessions = home("codex", outside / "index.log")
+    result = backfill("codex", "-sessions-dir", sessions, tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    assert refused_in(result.stderr, tmp_path / "codex" / "session_index.jsonl"), result.stderr
+    assert SECRET.encode() not in archived_text(tmp_path / "state")
+    assert archived_conversations(tmp_path / "state") == {CODEX_THREAD}
+    result = backfill("codex", "-sessions-dir", home("codex-good", outside / "session_index.jsonl"),
+                      tmp_path / "state-good")
+    assert result.returncode == 0 and "not followed" not in result.stderr, result.stderr
+    assert b"a thread name" in archived_text(tmp_path / "state-good")
+
+
 # --- a refused link is reported once, and again when it changes -------------------------------------
 
 def repoint(link: Path, target: Path) -> None:
@@ -319,6 +345,17 @@ def opencode_db(root: Path) -> tuple[FileSource, Path]:
     return OpenCodeSource({"data_dir": str(root)}), root / "opencode.db"
 
 
+def codex(root: Path) -> tuple[FileSource, Path]:
+    folder = root / "sessions" / "2026" / "01" / "02"
+    folder.mkdir(parents=True)
+    return CodexSource({"sessions_dir": str(root / "sessions")}), folder / CODEX_ROLLOUT.name.split(".", 1)[1]
+
+
+def codex_index(root: Path) -> tuple[FileSource, Path]:
+    (root / "sessions").mkdir(parents=True)
+    return CodexSource({"sessions_dir": str(root / "sessions")}), root / "session_index.jsonl"
+
+
 def gemini_project_root(root: Path) -> tuple[FileSource, Path]:
     (root / "tmp" / "project" / "chats").mkdir(parents=True)
     return GeminiCliSource({"gemini_dir": str(root)}), root / "tmp" / "project" / ".project_root"
@@ -329,7 +366,8 @@ def gemini_projects(root: Path) -> tuple[FileSource, Path]:
     return GeminiCliSource({"gemini_dir": str(root)}), root / "projects.json"
 
 
-@pytest.mark.parametrize("layout", [claude_code, opencode_tree, opencode_db, gemini_project_root, gemini_projects])
+@pytest.mark.parametrize("layout", [claude_code, opencode_tree, opencode_db, gemini_project_root, gemini_projects,
+                                    codex, codex_index])
 def test_each_source_reports_a_refused_link_once_until_it_changes(tmp_path: Path, outside: Path,
                                                                   layout: Layout) -> None:
     source, link = layout(tmp_path / "watched")

@@ -30,7 +30,7 @@ class CodexSource(FileSource):
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
-        self.layout = Layout()
+        self.layout = Layout(self.links)
 
     def sessions_dir(self) -> Path:
         configured = self.settings.get("sessions_dir")

@@ -4,6 +4,11 @@ Split out of ``sources.codex`` to keep the source small. The engine calls ``disc
 check, so everything here is cheap after the first time: a directory walk (names only), the
 thread names re-read only when ``session_index.jsonl`` changed, the first line of a rollout read
 once (its head never changes) and a fork's shared prefix computed once per parent size.
+
+Those reads happen before the scan's, so they go through the source's link guard first
+(``sources.links``): a rollout, its fork's parent or ``session_index.jsonl`` reached through a
+symlink is opened only when it resolves to a JSON (Lines) file; a refused one is looked at again
+at the next discovery (one ``realpath`` and one ``stat`` while it stays as it was).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import orjson
 
 from parsers.codex import conversation_id_from_path
 from sync_workers.sources.files import TrackedFile
+from sync_workers.sources.links import LinkGuard
 from sync_workers.state import FileCursor
 
 __all__ = ["Layout", "default_sessions_dir", "follow_moves", "home_of", "session_roots", "shared_prefix"]
@@ -45,9 +51,10 @@ def home_of(path: Path) -> Path | None:
 
 
 class Layout:
-    """Discovery with its in-memory caches; one per source instance."""
+    """Discovery with its in-memory caches; one per source instance, sharing the source's ``links``."""
 
-    def __init__(self) -> None:
+    def __init__(self, links: LinkGuard | None = None) -> None:
+        self.links = links or LinkGuard()
         self._index: tuple[tuple[int, int, int], dict[str, str]] | None = None
         self._heads: dict[str, tuple[int, tuple[str, int] | None]] = {}
         self._replay: dict[str, tuple[int, int, int | None]] = {}
@@ -102,6 +109,8 @@ class Layout:
         if self._index is not None and self._index[0] == key:
             return self._index[1]
         titles: dict[str, str] = {}
+        if self.links.reason(index) is not None:
+            return titles  # thread names are sent as titles: not from a file the link guard refuses
         try:
             data = index.read_bytes()
         except OSError:
@@ -123,6 +132,8 @@ class Layout:
         cached = self._heads.get(str(path))
         if cached is not None and cached[0] == ino:
             return cached[1]
+        if self.links.reason(path) is not None:
+            return None  # the scan refuses it too; judged again next time, when it may have changed
         line = _first_line(path)
         if line is None:
             return None  # not written yet: look again next time
@@ -140,6 +151,8 @@ class Layout:
         cached = self._replay.get(str(path))
         if cached is not None and cached[:2] == (ino, parent_size):
             return cached[2]
+        if self.links.reason(parent) is not None:
+            return None
         until, settled = shared_prefix(path, parent, header)
         value = header + until if until else None
         if settled:  # else the fork is still copying: measure again next time
