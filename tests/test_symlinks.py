@@ -15,6 +15,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from sync_workers.sources.codex import CodexSource
 from sync_workers.sources.files import FileSource, ScanContext, ScanStats
 from sync_workers.sources.gemini_cli import GeminiCliSource
 from sync_workers.sources.links import refusal
+from sync_workers.sources.openai import OpenAISource
 from sync_workers.sources.opencode import OpenCodeSource
 from tests.support import DATA, SAMPLES, wait_for
 
@@ -272,6 +275,39 @@ def test_codex_takes_thread_names_only_from_a_session_index_that_is_one(tmp_path
     assert b"a thread name" in archived_text(tmp_path / "state-good")
 
 
+def chatgpt_zip(path: Path, title: str) -> Path:
+    """A ChatGPT export: its conversations.json in a zip, dated an hour ago (settled)."""
+    conversations = json.loads((DATA / "chatgpt" / "edge-cases.conversations.json").read_text())
+    conversations[0]["title"] = title
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("conversations.json", json.dumps(conversations))
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    return path
+
+
+def test_exports_follow_a_link_to_an_export_and_nothing_else(tmp_path: Path, outside: Path) -> None:
+    exports = tmp_path / "chatgpt"
+    exports.mkdir()
+    (exports / "export.zip").symlink_to(outside / "passwd")  # a "zip" that is not one
+    (exports / "conversations.json").symlink_to(outside / "private.log")
+    (exports / "root").symlink_to("/")
+    (exports / "linked.zip").symlink_to(chatgpt_zip(outside / "export-elsewhere.zip", "linked export"))
+    # An unpacked export whose manifest names a zip that is a link out of it: never followed.
+    unpacked = exports / "unpacked"
+    unpacked.mkdir()
+    (unpacked / "manifest-1.json").write_text(json.dumps({"data_files": [{"file_name": "conversations-000.zip"}]}))
+    (unpacked / "conversations-000.zip").symlink_to(chatgpt_zip(outside / "private.zip", SECRET))
+    state = tmp_path / "state"
+    result = backfill("openai", "-export-dir", exports, state)
+    assert result.returncode == 0, result.stderr
+    for name in ("export.zip", "conversations.json", "root", "unpacked"):
+        assert refused_in(result.stderr, exports / name), (name, result.stderr)
+    archived = archived_text(state)
+    assert SECRET.encode() not in archived
+    assert b"linked export" in archived
+
+
 # --- a refused link is reported once, and again when it changes -------------------------------------
 
 def repoint(link: Path, target: Path) -> None:
@@ -366,8 +402,13 @@ def gemini_projects(root: Path) -> tuple[FileSource, Path]:
     return GeminiCliSource({"gemini_dir": str(root)}), root / "projects.json"
 
 
+def export_zip(root: Path) -> tuple[FileSource, Path]:
+    root.mkdir()
+    return OpenAISource({"export_dir": str(root)}), root / "export.zip"
+
+
 @pytest.mark.parametrize("layout", [claude_code, opencode_tree, opencode_db, gemini_project_root, gemini_projects,
-                                    codex, codex_index])
+                                    codex, codex_index, export_zip])
 def test_each_source_reports_a_refused_link_once_until_it_changes(tmp_path: Path, outside: Path,
                                                                   layout: Layout) -> None:
     source, link = layout(tmp_path / "watched")

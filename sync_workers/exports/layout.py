@@ -4,8 +4,12 @@ An export arrives as a zip (recognised by its signature, whatever its name), as 
 unpacked into, or as a bare ``conversations.json``. :func:`find_exports` lists the exports in a
 watched folder; :func:`open_export` opens one as a set of named members to stream, so the reading
 code never cares which form it was. Hidden files and a browser's partial downloads (``.part``,
-``.crdownload``, ``.download``, ``.tmp``) are passed over; a symlink is reported and not followed
-(a Downloads folder is written by browsers and other programs).
+``.crdownload``, ``.download``, ``.tmp``) are passed over. A Downloads folder is written by
+browsers and other programs, so a symlink dropped in it is followed only when it resolves to a
+regular file of an export's format (:func:`link_judge`: a ``.zip`` with a zip signature, or a
+conversations file that starts like JSON); a folder link, a FIFO, ``/etc/passwd`` are refused and
+reported, once, by the source's link guard. Inside an unpacked export folder no symlink is
+followed, members and the zips a manifest names alike.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ import stat
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import IO, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from sync_workers.exports.archive import MAX_MEMBERS, ArchiveError, SafeZip, is_zip
+from sync_workers.exports.archive import MAX_MEMBERS, ZIP_SIGNATURES, ArchiveError, SafeZip, is_zip
 
-__all__ = ["Export", "Ident", "Opened", "PathPattern", "find_exports", "identify", "manifest_zips", "md5_of",
-           "open_export", "select_members"]
+__all__ = ["Export", "Ident", "Opened", "PathPattern", "find_exports", "identify", "link_judge", "manifest_zips",
+           "md5_of", "open_export", "select_members"]
 
 Kind = Literal["zip", "folder", "json"]
 _PARTIAL = (".part", ".crdownload", ".download", ".tmp", ".partial")
@@ -101,8 +106,29 @@ def select_members(names: list[str], pattern: re.Pattern[str] | PathPattern) -> 
     return sorted(n for n in names if n.count("/") <= 1 and pattern.fullmatch(n.rsplit("/", 1)[-1]))
 
 
-def find_exports(folder: Path, pattern: Members) -> tuple[list[tuple[Path, Kind]], list[tuple[Path, str]]]:
-    """The exports in a watched folder, and what was passed over for a reason worth reporting."""
+@cache
+def link_judge(pattern: Members) -> Callable[[str, Callable[[], bytes]], str | None]:
+    """What a symlink in an export folder may resolve to (a ``sources.links`` judge, given the
+    target's name and a reader of its first bytes): a file named ``.zip`` that starts with a zip
+    signature, or one named like a conversations file that starts like JSON. The name is checked
+    first, so a file of another name is never opened."""
+
+    def judge(name: str, head: Callable[[], bytes]) -> str | None:
+        if name.lower().endswith(".zip"):
+            zipped = head()[:4] in ZIP_SIGNATURES
+            return None if zipped else "a symlink to a .zip that is not a zip archive: not followed"
+        if not pattern.fullmatch(name):
+            return "a symlink to a file that is neither a .zip nor a conversations file: not followed"
+        return None if head().lstrip()[:1] in (b"[", b"{") else "a symlink to a file that is not JSON: not followed"
+
+    return judge
+
+
+def find_exports(folder: Path, pattern: Members, follow: Callable[[Path], bool] | None = None,
+                 ) -> tuple[list[tuple[Path, Kind]], list[tuple[Path, str]]]:
+    """The exports in a watched folder, and what was passed over for a reason worth reporting.
+    ``follow`` says whether a symlink in it is followed (its caller reports those it is not);
+    without it none is."""
     found: list[tuple[Path, Kind]] = []
     refused: list[tuple[Path, str]] = []
     try:
@@ -114,7 +140,10 @@ def find_exports(folder: Path, pattern: Members) -> tuple[list[tuple[Path, Kind]
         if name.startswith(".") or name.endswith(_PARTIAL):
             continue
         if entry.is_symlink():
-            refused.append((path, "a symlink in the export folder: not followed"))
+            if follow is None:
+                refused.append((path, "a symlink in the export folder: not followed"))
+            elif follow(path) and (kind := kind_of(path, pattern)) is not None:
+                found.append((path, kind))
         elif entry.is_dir(follow_symlinks=False):
             if _folder_members(path, pattern):
                 found.append((path, "folder"))
@@ -155,7 +184,7 @@ def _folder_members(folder: Path, pattern: Members) -> list[str]:
     if not members:
         zips = manifest_zips(folder)
         if zips:
-            return [zips[0], *(z for z in zips[1:] if os.path.isfile(folder / z))]
+            return [zips[0], *(z for z in zips[1:] if _regular(folder / z))]
     return members
 
 
@@ -212,6 +241,14 @@ def _zip_name(entry: Any) -> str | None:
         url = entry.get("export_url") or entry.get("url")
         name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]) if isinstance(url, str) else ""
     return name if name and not name.startswith(".") and "\\" not in name and "\x00" not in name else None
+
+
+def _regular(path: Path) -> bool:
+    """A regular file itself, not a symlink to one (what an unpacked export's files must be)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _files(folder: Path, limit: int) -> Iterator[str]:
@@ -275,7 +312,7 @@ def open_export(path: Path, kind: Kind) -> Iterator[Opened]:
     else:
         names = list(_files(path, limit=MAX_MEMBERS))
         root = path
-    sizes = {name: os.lstat(root / name).st_size for name in names}
+    sizes = {name: os.stat(root / name).st_size for name in names}  # a followed link: its target's size
 
     @contextmanager
     def opener(name: str) -> Iterator[IO[bytes]]:
@@ -292,7 +329,10 @@ def _open_manifest(folder: Path, listed: list[str]) -> Iterator[Opened]:
     """The zips a manifest names, opened (each checked by :class:`SafeZip`) as one export: their
     members under their own names, a name two zips share under ``<zip stem>/<name>``."""
     manifest, zips = listed[0], listed[1:]
-    absent = [z for z in zips if not (folder / z).is_file()]
+    linked = [z for z in zips if (folder / z).is_symlink()]
+    if linked:
+        raise ArchiveError(folder, f"{manifest} names {', '.join(linked)}, a symlink in the export: not followed")
+    absent = [z for z in zips if not _regular(folder / z)]
     if absent:
         raise ArchiveError(folder, f"{manifest} names {', '.join(absent)}, not in the folder (still downloading?)")
     with ExitStack() as stack:

@@ -41,6 +41,7 @@ from sync_workers.exports.layout import (
     find_exports,
     identify,
     kind_of,
+    link_judge,
     manifest_zips,
     md5_of,
     open_export,
@@ -120,7 +121,7 @@ class ExportSource(FileSource):
         return [self.export_dir()]
 
     def discover(self) -> Iterable[TrackedFile]:
-        found, refused = find_exports(self.export_dir(), self.members)
+        found, refused = find_exports(self.export_dir(), self.members, self._follows)
         self._refused = refused
         return [TrackedFile(path, "document", {"kind": kind}) for path, kind in found]
 
@@ -134,8 +135,13 @@ class ExportSource(FileSource):
             elif select_members([p.name for p in path.iterdir() if p.is_file()], self.members) or manifest_zips(path):
                 yield TrackedFile(path, "document", {"kind": "folder", "given": True})
             else:
-                for found, found_kind in find_exports(path, self.members)[0]:
+                for found, found_kind in find_exports(path, self.members, self._follows)[0]:
                     yield TrackedFile(found, "document", {"kind": found_kind, "given": True})
+
+    def _follows(self, path: Path) -> bool:
+        """Whether a symlink in the export folder is followed (``link_judge``); the source's link
+        guard reports one refused, once while it stays as it is."""
+        return self.links.reason(path, link_judge(self.members)) is None
 
     def trust(self, path: Path) -> None:
         """``path`` was written whole by this source (a finished download): no need to wait for it to settle."""
@@ -150,6 +156,7 @@ class ExportSource(FileSource):
         for path, reason in self._refused:
             context.stats.issues.append(ParseIssue(str(path), None, reason))
         self._refused = []
+        self.links.report(context.stats.issues)
         listed = {str(t.path): t for t in [*files, *fetched]}
         ready = self._settled(list(listed.values()), context)
         for tracked, ident in sorted(ready, key=lambda pair: pair[1].mtime_ns):
