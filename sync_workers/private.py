@@ -62,8 +62,18 @@ def private_database(path: str | os.PathLike[str]) -> None:
     an existing file of the database that is looser is tightened."""
     db = Path(path)
     private_dir(db.parent, tighten=False)
-    fd = os.open(db, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    os.close(fd)
+    try:  # create it, never open an existing one: see the note below
+        fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, FILE_MODE)  # the umask may have taken the owner's bits too
+        os.close(fd)
+    # Never open and close an existing database file here: on POSIX, closing any descriptor of a file
+    # drops every lock this process holds on it, SQLite's included. A second connection of a daemon
+    # would take its first connection's locks away; another process closing its last connection then
+    # believes it is the last of all, checkpoints and deletes the -wal and -shm under the daemon, whose
+    # later commits go to the deleted WAL and are lost. (SQLite's own VFS defers such closes.)
     for suffix in SQLITE_SUFFIXES:
         private_file(f"{db}{suffix}")
 

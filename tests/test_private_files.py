@@ -17,7 +17,7 @@ import pytest
 
 from sync_workers.private import private_dir
 from sync_workers.state import State
-from sync_workers.store import ArchiveStore
+from sync_workers.store import ArchiveStore, connect
 from tests.receiver import serve
 from tests.support import SAMPLES
 
@@ -118,3 +118,31 @@ def test_serve_creates_its_database_private_and_leaves_a_given_folder_alone(tmp_
     files = database_files(shared / "new")
     assert shared / "new" / "archive.db" in files
     assert all(mode(p) == 0o600 for p in files)
+
+
+def test_a_second_connection_keeps_the_first_ones_locks_so_no_commit_is_lost(tmp_path: Path) -> None:
+    """Making a database private must not open the existing file: closing that descriptor dropped every POSIX
+    lock the process held on it, SQLite's too. Another process closing its connection then took itself for
+    the last one and deleted the -wal under the first connection, whose later commits were lost."""
+    path = tmp_path / "archive.db"
+    first = connect(path)
+    first.execute("CREATE TABLE t (x)")
+    first.execute("INSERT INTO t VALUES (1)")
+    connect(path).close()  # a second connection of this process, as a daemon opens one now and then
+    other = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT count(*) FROM t'); c.close()"
+    subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=60)
+    assert Path(f"{path}-wal").exists()
+    first.execute("INSERT INTO t VALUES (2)")
+    reader = connect(path, readonly=True)
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    reader.close()
+    first.close()
+
+
+def test_a_new_database_is_created_0600_even_under_a_umask_that_takes_the_owners_bits(tmp_path: Path) -> None:
+    old = os.umask(0o277)
+    try:
+        connect(tmp_path / "odd.db").close()
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "odd.db") == 0o600
