@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -18,9 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sync_workers.receiver import incoming
+from sync_workers.receiver import service as service_module
 from sync_workers.receiver.app import BATCH_ENDPOINT
+from sync_workers.receiver.service import ReceiverService, Settings
 from tests import test_receiver_deep
 from tests.receiver import batch, conversation, message
+from tests.support import wait_for
 from tests.test_receiver_deep import AUTH, nested
 
 client = test_receiver_deep.client  # the same app, the same token
@@ -146,3 +150,44 @@ def test_a_request_peaks_at_a_few_times_its_body_not_a_decoded_tree(tmp_path, sh
     assert out[0] == "200"
     # Measured on this code: 9.2 and 5.8 times the body; decoded whole it was 17.8 and 14.
     assert int(out[1]) < 12 * len(body), f"peaked {int(out[1]) / len(body):.1f} times the body's size"
+
+
+def test_batches_past_the_limit_wait_their_turn_before_decoding(tmp_path, monkeypatch):
+    """Memory per process is bounded by how many batches are taken at once, not by the web server's threads."""
+    service = ReceiverService(Settings(db=tmp_path / "a.db", insecure_no_auth=True, max_concurrent_batches=1))
+    inside, release = threading.Event(), threading.Event()
+    write = service.store.write
+
+    def held(*args, **kwargs):
+        inside.set()
+        assert release.wait(30)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(service.store, "write", held)
+    opened: list[str] = []
+    open_batch = service_module.open_batch
+    monkeypatch.setattr(service_module, "open_batch", lambda body: opened.append("x") or open_batch(body))
+    answers: dict[str, int] = {}
+
+    def post(name: str) -> None:
+        answers[name] = service.ingest(orjson.dumps(batch(f"batch-turn-{name}", *ordinary(2)))).status
+
+    first = threading.Thread(target=post, args=("first",))
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=post, args=("second",))
+    second.start()
+    wait_for(lambda: service.slots.waiting == 1)
+    assert opened == ["x"]  # the second waits before decoding anything
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert answers == {"first": 200, "second": 200} and opened == ["x", "x"]
+    service.close()
+
+
+def test_serve_refuses_a_limit_of_no_batches(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "sync_workers.cli", "serve", "--insecure-no-auth", "--db",
+                           str(tmp_path / "a.db"), "--max-concurrent-batches", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--max-concurrent-batches must be greater than 0" in done.stderr

@@ -44,6 +44,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument(*_flag("insecure_no_auth"), action="store_true", help="accept requests without a token")
     serve.add_argument(*_flag("max_body_bytes"), type=int, default=32 * 1024 * 1024, metavar="N",
                        help="largest body, compressed and decompressed; larger answers 413 (default 32 MiB)")
+    serve.add_argument(*_flag("max_concurrent_batches"), type=int, default=4, metavar="N",
+                       help="batches decoded and stored at once; more wait their turn (default 4): memory is"
+                            " about N times a few times --max-body-bytes at most")
     serve.add_argument(*_flag("read_token_file"), metavar="PATH",
                        help="file of tokens that read conversations and the docs, one per line; given, the"
                             " write tokens (SYNC_WORKER_TOKEN, --token-file) can only post batches")
@@ -102,9 +105,10 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
     if args.pool_size <= 0:
         print("error: serve: --pool-size must be greater than 0", file=sys.stderr)
         return 2
-    if args.max_body_bytes <= 0:
-        print("error: serve: --max-body-bytes must be greater than 0", file=sys.stderr)
-        return 2
+    for name in ("max_body_bytes", "max_concurrent_batches"):
+        if getattr(args, name) <= 0:
+            print(f"error: serve: --{name.replace('_', '-')} must be greater than 0", file=sys.stderr)
+            return 2
     from sync_workers.receiver.backends import describe, is_postgres
 
     db: str | Path = args.db if is_postgres(args.db) else Path(args.db).expanduser() if args.db else config.archive_path
@@ -118,7 +122,8 @@ def run(args: argparse.Namespace, config: Any = None) -> int:
     try:
         app = create_app(Settings(db=db, tokens=tokens, insecure_no_auth=args.insecure_no_auth,
                                   max_body_bytes=args.max_body_bytes, read_tokens=read_tokens,
-                                  public_docs=args.public_docs, pool_size=args.pool_size))
+                                  public_docs=args.public_docs, pool_size=args.pool_size,
+                                  max_concurrent_batches=args.max_concurrent_batches))
     except ImportError as exc:  # a postgresql:// URL without the pg extra
         print(f"error: serve: --db {describe(str(db))} needs psycopg (pip install 'sync-workers[pg]'): {exc}",
               file=sys.stderr)

@@ -29,7 +29,7 @@ from sync_workers.receiver.rawjson import NotJson, Unstorable
 from sync_workers.receiver.validation import InvalidBatch
 from sync_workers.store import UpsertCounts
 
-__all__ = ["Answer", "ReceiverService", "Refused", "Settings", "decode_body"]
+__all__ = ["Answer", "ReceiverService", "Refused", "Settings", "Slots", "decode_body"]
 
 MiB = 1024 * 1024
 MAX_GZIP_MEMBERS = 8
@@ -56,6 +56,8 @@ class Settings:
     """Serve ``/docs`` and ``/openapi.json`` to anyone; else they need a read token."""
     pool_size: int = 10
     """PostgreSQL connections this process opens at most (requests beyond it wait for one)."""
+    max_concurrent_batches: int = 4
+    """Batches decoded and stored at once at most; more wait their turn (:class:`Slots`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,39 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     return b"".join(out)
 
 
+class Slots:
+    """At most ``size`` batches decoded and stored at once; the others wait their turn.
+
+    Why: one request peaks at a few times its body (a 32 MiB body of tiny conversations, about 300 MB)
+    and the web server runs as many at once as it has threads (40): the process's memory is bounded
+    only if the number in that phase is. Waiting costs a worker nothing but time: a request that
+    outlasts its client's timeout is still stored, and the retry gets its answer as a replay.
+    ``waiting`` says how many wait (tests watch it).
+    """
+
+    def __init__(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError("max_concurrent_batches must be greater than 0")
+        self._turn = threading.Condition()
+        self._free = size
+        self.waiting = 0
+
+    def __enter__(self) -> None:
+        with self._turn:
+            self.waiting += 1
+            try:
+                while not self._free:
+                    self._turn.wait()
+            finally:
+                self.waiting -= 1
+            self._free -= 1
+
+    def __exit__(self, *_: object) -> None:
+        with self._turn:
+            self._free += 1
+            self._turn.notify()
+
+
 class ReceiverService:
     """The receiver over one store. Thread-safe; call :meth:`close` when done."""
 
@@ -126,6 +161,7 @@ class ReceiverService:
         self.settings = settings
         self.store: Backend = open_backend(settings.db, settings.pool_size)  # a bad path or URL fails at start
         self._pruned_at = 0.0
+        self.slots = Slots(settings.max_concurrent_batches)
         self._prune_lock = threading.Lock()
 
     # -- auth ---------------------------------------------------------------------------------
@@ -148,7 +184,8 @@ class ReceiverService:
     def ingest(self, raw: bytes, content_encoding: str | None = None, idempotency_key: str | None = None) -> Answer:
         """Answer one ``POST /internal/v1/sync/batch`` whose body has been read (within the limit)."""
         try:
-            return self._ingest(raw, content_encoding, idempotency_key)
+            with self.slots:
+                return self._ingest(raw, content_encoding, idempotency_key)
         except Refused as refused:
             return refused.answer()
 
