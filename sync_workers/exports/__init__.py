@@ -2,7 +2,7 @@
 
 A person (or the worker itself, from an email link) drops an export into a watched folder: a zip
 recognised by its signature whatever its name, the folder it was unpacked into, or a bare
-``conversations.json``. The engine finds it (``layout``), waits until it has stopped changing,
+``conversations.json``. The engine finds it (``discovery``), waits until it has stopped changing,
 skips it when its MD5 was read before, checks a zip before reading anything (``archive``: no path
 escapes, no symlinks, limits on members, size and ratio), streams its conversation files one
 conversation at a time with ijson over the member stream (``stream``: bounded memory for a

@@ -33,20 +33,11 @@ from typing import IO, Any, ClassVar
 from parsers.errors import ParseError, ParseIssue
 from parsers.schema import Conversation
 from sync_workers.exports.archive import ArchiveError
-from sync_workers.exports.layout import (
-    Export,
-    Ident,
-    Kind,
-    PathPattern,
-    find_exports,
-    identify,
-    kind_of,
-    link_judge,
-    manifest_zips,
-    md5_of,
-    open_export,
-    select_members,
-)
+from sync_workers.exports.discovery import find_exports, kind_of, link_judge
+from sync_workers.exports.identity import Ident, identify, md5_of
+from sync_workers.exports.layout import Export, Kind, PathPattern, select_members
+from sync_workers.exports.manifest import manifest_zips
+from sync_workers.exports.opening import open_export
 from sync_workers.exports.stream import Counted, JsonStreamError, Progress, iter_items
 from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile, unsent
 from sync_workers.state import Advance, FileCursor, FileFailure
