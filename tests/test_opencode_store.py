@@ -1,4 +1,4 @@
-"""sync_workers.sources.opencode_store: the JSON tree and opencode.db readers.
+"""The OpenCode store readers: ``opencode_json_tree`` (the JSON tree) and ``opencode_sqlite`` (opencode.db).
 
 The database is built here with the tables of OpenCode's ``session.sql.ts`` and filled the way its
 JSON -> SQLite migration fills them, from the hand-built tree in tests/data/opencode/storage. The
@@ -21,16 +21,10 @@ import orjson
 import pytest
 
 from parsers.opencode import SOURCE_TYPE, parse_session
-from sync_workers.sources.opencode_store import (
-    NotOpenCodeDatabase,
-    OpenCodeDB,
-    SessionBundle,
-    default_data_dir,
-    find_databases,
-    iter_json_sessions,
-    json_session_markers,
-    read_json_session,
-)
+from sync_workers.sources.opencode import default_data_dir, find_databases
+from sync_workers.sources.opencode_bundle import SessionBundle
+from sync_workers.sources.opencode_json_tree import iter_json_sessions, json_session_markers, read_json_session
+from sync_workers.sources.opencode_sqlite import NotOpenCodeDatabase, OpenCodeDB
 from tests import support
 
 DATA = support.DATA / "opencode"
@@ -325,7 +319,7 @@ def test_read_only_directory_without_shm_falls_back_to_a_copy(database: Path) ->
         db_path = str(shared / "opencode.db")
         script = (
             f"import os, sys; sys.path[:0] = {sys.path!r}\n"
-            "from sync_workers.sources.opencode_store import OpenCodeDB\n"
+            "from sync_workers.sources.opencode_sqlite import OpenCodeDB\n"
             "import sqlite3\n"
             "os.setgid(65534); os.setuid(65534)\n"
             "try:\n"

@@ -15,8 +15,22 @@ from pathlib import Path
 from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile
 from sync_workers.sources.links import SQLITE
 from sync_workers.sources.opencode_scan import Kept, scan_stores, session_key
-from sync_workers.sources.opencode_store import default_data_dir, find_databases
 from sync_workers.state import FileCursor
+
+__all__ = ["OpenCodeSource", "default_data_dir", "find_databases"]
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/opencode``, else ``~/.local/share/opencode`` (on every OS)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "opencode"
+
+
+def find_databases(data_dir: str | os.PathLike[str]) -> list[Path]:
+    """``opencode.db`` and channel databases (``opencode-<channel>.db``) in ``data_dir``."""
+    root = Path(data_dir)
+    found = [p for p in root.glob("opencode*.db") if p.is_file()]
+    return sorted(found, key=lambda p: (p.name != "opencode.db", p.name))
 
 
 class OpenCodeSource(FileSource):

@@ -38,13 +38,9 @@ from parsers.nesting import bounded
 from parsers.opencode import parse_session
 from sync_workers.sources.files import Delta, ScanStats, TrackedFile, unsent
 from sync_workers.sources.links import LinkGuard
-from sync_workers.sources.opencode_store import (
-    NotOpenCodeDatabase,
-    OpenCodeDB,
-    SessionBundle,
-    iter_json_sessions,
-    json_session_markers,
-)
+from sync_workers.sources.opencode_bundle import SessionBundle
+from sync_workers.sources.opencode_json_tree import iter_json_sessions, json_session_markers
+from sync_workers.sources.opencode_sqlite import NotOpenCodeDatabase, OpenCodeDB
 from sync_workers.state import Advance, FileCursor
 
 __all__ = ["FROZEN_RESCAN_SECONDS", "SETTLE_SECONDS", "Kept", "scan_stores", "session_key"]
