@@ -3,8 +3,8 @@
 OpenCode keeps a session as three kinds of records that it rewrites in place: the session
 info, its messages and each message's parts. Up to v1.1 they are JSON files under
 ``storage/``; from v1.2 they are rows of ``opencode.db`` whose ``data`` column holds the same
-object minus its ids. The store module (``sync_workers.sources.opencode_store``) reads one
-session's records from either backend; :func:`parse_session` turns them into one
+object minus its ids. The store readers (``sync_workers.sources.opencode_json_tree`` and
+``opencode_sqlite``) read one session's records from either backend; :func:`parse_session` turns them into one
 :class:`Conversation`. Records are normalised to the JSON shape first, so both backends give
 byte-identical output for the same session (the database is what a migrated JSON tree becomes).
 

@@ -4,7 +4,7 @@ Each input is one session of three messages, the middle one (``msg_2``, with a p
 kind) damaged: a wrong value anywhere in its record or its parts, random bytes for one of its
 files or ``data`` columns, values nested 65 to 2000 levels deep, values of several MB. It is
 written as a JSON ``storage/`` tree and as an ``opencode.db`` built like OpenCode's own (the
-schema of tests/test_opencode_store.py), read by the store module and parsed. The promises:
+schema of tests/test_opencode_store.py), read by the store readers and parsed. The promises:
 
 * reading and parsing return (no exception escapes, whatever the files or rows hold);
 * the damage costs at most the damaged record: ``msg_2`` is in the output, or an issue names it
@@ -30,7 +30,9 @@ from hypothesis import strategies as st
 from parsers.errors import ParseIssue
 from parsers.opencode import SOURCE_TYPE, parse_session
 from parsers.schema import Conversation, encode
-from sync_workers.sources.opencode_store import OpenCodeDB, SessionBundle, read_json_session
+from sync_workers.sources.opencode_bundle import SessionBundle
+from sync_workers.sources.opencode_json_tree import read_json_session
+from sync_workers.sources.opencode_sqlite import OpenCodeDB
 from tests import support
 from tests.test_opencode_store import SCHEMA
 

@@ -14,7 +14,8 @@ import pytest
 from parsers.errors import ParseIssue
 from parsers.opencode import SOURCE_TYPE, normalize_session, parse_session, usage_from_tokens
 from parsers.schema import Conversation
-from sync_workers.sources.opencode_store import SessionBundle, iter_json_sessions, read_json_session
+from sync_workers.sources.opencode_bundle import SessionBundle
+from sync_workers.sources.opencode_json_tree import iter_json_sessions, read_json_session
 from tests import support
 
 DATA = support.DATA / "opencode"

@@ -25,7 +25,9 @@ from parsers.opencode import parse_session
 from sync_workers.sources import opencode_scan
 from sync_workers.sources.files import Delta, ScanContext, ScanStats, TrackedFile
 from sync_workers.sources.opencode import OpenCodeSource
-from sync_workers.sources.opencode_store import OpenCodeDB, SessionBundle, read_json_session
+from sync_workers.sources.opencode_bundle import SessionBundle
+from sync_workers.sources.opencode_json_tree import read_json_session
+from sync_workers.sources.opencode_sqlite import OpenCodeDB
 from sync_workers.state import FileCursor
 from tests import support
 from tests.receiver import TOKEN, running_receiver
