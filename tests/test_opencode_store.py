@@ -8,6 +8,7 @@ WAL tests keep a writer in another process with commits that are not checkpointe
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -141,6 +142,19 @@ def test_json_tree_reports_corrupt_files_and_ignores_temp_files() -> None:
     assert bundle.session["projectID"] == "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
+@pytest.mark.parametrize("inner", ["..", "."])
+def test_a_message_id_of_dot_or_dot_dot_names_no_part_folder(tmp_path: Path, inner: str) -> None:
+    """A message without a part folder of its file's name is looked up by the id inside it: '..' read
+    storage/*.json as its parts, '.' every file of storage/part/."""
+    shutil.copytree(DATA / "storage", tmp_path / "storage")
+    message = tmp_path / "storage" / "message" / PARENT / "msg_p99_user.json"
+    message.write_text(json.dumps({"id": inner, "role": "user", "time": {"created": NOW}}))
+    (tmp_path / "storage" / "stray.json").write_text(json.dumps({"type": "text", "text": "not a part"}))
+    (tmp_path / "storage" / "part" / "stray.json").write_text(json.dumps({"type": "text", "text": "nor this"}))
+    bundle = read_json_session(tmp_path, PARENT)
+    assert bundle.parts_by_message["msg_p99_user"] == []
+
+
 def test_json_markers_skip_unchanged_sessions(tmp_path: Path) -> None:
     shutil.copytree(DATA / "storage", tmp_path / "storage")
     markers = json_session_markers(tmp_path)
@@ -197,6 +211,20 @@ def test_database_markers_and_changes(database: Path) -> None:
         assert db.changed_sessions(NOW + 1) == {CHILD: NOW + 5}
         assert db.session_markers()[CHILD] == NOW + 5
         assert db.read_session("ses_missing") is None
+
+
+@pytest.mark.parametrize("corrupt", [f"{NOW + 5}x", "soon", 1e300, float("inf")])
+def test_a_corrupt_time_updated_gives_one_marker_listed_changed_and_read(database: Path, corrupt: Any) -> None:
+    """The listing cast '...5x' to ...5 where the read took 0: the session never matched its saved marker and was
+    read again at every check; and 'changed since' took any text as newer than every time."""
+    conn = sqlite3.connect(database)
+    conn.execute("UPDATE part SET time_updated = ? WHERE id = 'prt_c02_02'", (corrupt,))
+    conn.commit()
+    conn.close()
+    with OpenCodeDB(database) as db:
+        bundle = db.read_session(CHILD)
+        assert bundle is not None and db.session_markers()[CHILD] == bundle.marker == NOW
+        assert db.changed_sessions(NOW + 1) == {}
 
 
 def test_bad_data_column_is_an_issue_not_a_crash(database: Path) -> None:

@@ -158,7 +158,7 @@ def _read_json_session(storage: Path, sid: str, session_file: Path | None, links
             continue
         files = part_files.get(mid, [])
         inner = message.get("id")
-        if not files and isinstance(inner, str) and inner != mid and "/" not in inner:
+        if not files and _folder_name(inner) and inner != mid:
             # Hand-made trees name part folders by the id inside the message: accept those too.
             # Not in the marker (found only by reading), so edits there alone go unnoticed.
             files = [Path(e.path) for e in _json_entries(storage / "part" / inner)]
@@ -170,6 +170,13 @@ def _read_json_session(storage: Path, sid: str, session_file: Path | None, links
                 parts.append(_with_path_ids(part, {"id": file.name[:-5], "messageID": mid, "sessionID": sid}))
     return SessionBundle(sid, session, messages, parts_by_message, project, marker,
                          str(storage), issues)
+
+
+def _folder_name(value: object) -> bool:
+    """A message's own id names a part folder only when it is one plain name: not ``.`` or ``..`` (which
+    would read ``storage/*.json`` or ``storage/part/*.json`` as its parts), nor holding a separator."""
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value \
+        and "\0" not in value
 
 
 def json_session_markers(data_dir: str | os.PathLike[str]) -> dict[str, int]:

@@ -8,7 +8,6 @@ file (see the class docstring). Change markers are the rows' ``time_updated`` (m
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import sqlite3
@@ -62,10 +61,19 @@ def _copy_snapshot(db: Path, into: Path, attempts: int = 10) -> Path:
 
 def _updated_ms(value: Any) -> int:
     """A row's ``time_updated`` (ms) as an int: 0 for a value that is no number, so one corrupt row
-    costs its own change detection, not the listing of every session."""
+    costs its own change detection, not the listing of every session. :data:`_UPDATED_MS` is the
+    same in SQL: the marker of a listing and of a read must agree, or the session is read again at
+    every check."""
     if isinstance(value, int):
         return value
-    return int(value) if isinstance(value, float) and math.isfinite(value) else 0
+    return int(value) if isinstance(value, float) and abs(value) < 9e18 else 0
+
+
+_UPDATED_MS = ("(CASE WHEN typeof(time_updated) = 'integer' OR (typeof(time_updated) = 'real'"
+               " AND abs(time_updated) < 9e18) THEN time_updated ELSE 0 END)")
+""":func:`_updated_ms` in SQL. Not ``CAST(... AS INTEGER)``: that reads ``'1767226000005x'`` as a number
+where the read takes 0; and SQLite sorts text above every number, so a bare column would let one corrupt
+row be the marker for good and hide every later change."""
 
 
 def _read_only_uri(path: Path) -> str:
@@ -155,13 +163,12 @@ class OpenCodeDB:
 
     def session_markers(self) -> dict[str, int]:
         """Every session id with its marker: the newest ``time_updated`` of its rows (ms)."""
-        # CAST: SQLite keeps whatever type a row holds, and text sorts above every number, so one
-        # corrupt time_updated would otherwise be the marker for good and hide every later change.
         rows = self._conn.execute(
-            "SELECT s.id, max(CAST(s.time_updated AS INTEGER), coalesce(m.t, 0), coalesce(p.t, 0)) FROM session s"
-            " LEFT JOIN (SELECT session_id, max(CAST(time_updated AS INTEGER)) t FROM message GROUP BY session_id) m"
+            f"SELECT s.id, max({_UPDATED_MS.replace('time_updated', 's.time_updated')}, coalesce(m.t, 0),"
+            " coalesce(p.t, 0)) FROM session s"
+            f" LEFT JOIN (SELECT session_id, max({_UPDATED_MS}) t FROM message GROUP BY session_id) m"
             " ON m.session_id = s.id"
-            " LEFT JOIN (SELECT session_id, max(CAST(time_updated AS INTEGER)) t FROM part GROUP BY session_id) p"
+            f" LEFT JOIN (SELECT session_id, max({_UPDATED_MS}) t FROM part GROUP BY session_id) p"
             " ON p.session_id = s.id")
         # OpenCode's ids are text; a row with another id type is not one of its sessions.
         return {r[0]: _updated_ms(r[1]) for r in rows if isinstance(r[0], str)}
@@ -174,10 +181,10 @@ class OpenCodeDB:
         subtract a few seconds of slack if the machine's clock may step backwards.
         """
         rows = self._conn.execute(
-            "SELECT id, time_updated FROM session WHERE time_updated >= :t"
-            " UNION ALL SELECT session_id, max(time_updated) FROM message WHERE time_updated >= :t"
+            f"SELECT id, {_UPDATED_MS} u FROM session WHERE u >= :t"
+            f" UNION ALL SELECT session_id, max({_UPDATED_MS}) u FROM message WHERE {_UPDATED_MS} >= :t"
             " GROUP BY session_id"
-            " UNION ALL SELECT session_id, max(time_updated) FROM part WHERE time_updated >= :t"
+            f" UNION ALL SELECT session_id, max({_UPDATED_MS}) u FROM part WHERE {_UPDATED_MS} >= :t"
             " GROUP BY session_id", {"t": since_ms})
         changed: dict[str, int] = {}
         for sid, stamp in rows:
