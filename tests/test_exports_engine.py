@@ -147,6 +147,42 @@ def test_a_broken_or_hostile_zip_is_a_clear_error_and_the_rest_is_read(tmp_path:
         assert sent(sink)["c1"] == ["kept"]
 
 
+def problems(report: Any, path: Path) -> int:
+    """How many times one check reported ``path``: as a skipped file or as a failed one."""
+    return sum(item.path == str(path) for item in [*report.stats.issues, *report.stats.failures])
+
+
+@pytest.mark.parametrize("form", ["no zip signature", "corrupt zip"])
+def test_a_zip_that_is_not_one_is_reported_once_until_it_changes_and_read_once_it_is_one(tmp_path: Path, form: str):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    export = drop / "export.zip"
+    data = orjson.dumps([conv("d1", "downloaded")])
+
+    def not_a_zip(tail: bytes) -> None:
+        if form == "no zip signature":  # an error page saved under the export's name
+            export.write_bytes(b"<html>Your download link has expired</html>" + tail)
+        else:  # a zip cut short: its central directory missing
+            write_zip(export, {"conversations.json": data})
+            export.write_bytes(export.read_bytes()[:-30] + tail)
+        os.utime(export, (OLD, OLD))
+
+    sink = MemorySink()
+    worker = FileWorker(ToySource({"export_dir": str(drop)}), Config(), sink=sink, state_path=tmp_path / "state.db")
+    worker.start()  # a daemon's worker: one source instance, checked again and again
+    try:
+        not_a_zip(b"")
+        assert [problems(worker.check(), export) for _ in range(5)] == [1, 0, 0, 0, 0]
+        not_a_zip(b"<!-- another try -->")  # it changed, and is still not a zip: reported again, once
+        assert [problems(worker.check(), export) for _ in range(5)] == [1, 0, 0, 0, 0]
+        assert sink.batches == []
+        write_zip(export, {"conversations.json": data})  # the download finished
+        report = worker.check()
+        assert sent(sink) == {"d1": ["downloaded"]} and problems(report, export) == 0
+    finally:
+        worker.stop()
+
+
 def test_limits_are_checked_before_anything_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = write_zip(tmp_path / "many.zip", {f"file-{i}.png": b"x" for i in range(5)})
     monkeypatch.setattr("sync_workers.exports.archive.MAX_MEMBERS", 4)

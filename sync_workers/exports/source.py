@@ -17,8 +17,10 @@ See the package docstring for how a source plugs in. What a scan does with each 
 
 Exports are read oldest first (by mtime). A conversation missing from a later export is not
 deleted anywhere. A broken or hostile export is that export's failure (``file.failed`` naming the
-file and the reason, listed by ``status``, quarantined after 3 checks until it changes); the rest
-of the folder is read.
+file and the reason, listed by ``status``); the rest of the folder is read. An archive refused as
+such (``ArchiveError``: unreadable, damaged, hostile), like a ``.zip`` without a zip signature,
+gets the same verdict for as long as it stays the same, so it is reported once and looked at again
+only when it changes (``refusals``); any other failure is quarantined after 3 checks until it changes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sync_workers.exports.identity import Ident, identify, md5_of
 from sync_workers.exports.layout import Export, Kind, PathPattern, select_members
 from sync_workers.exports.manifest import manifest_zips
 from sync_workers.exports.opening import open_export
+from sync_workers.exports.refusals import Refusals
 from sync_workers.exports.stream import Counted, JsonStreamError, Progress, iter_items
 from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile, unsent
 from sync_workers.state import Advance, FileCursor, FileFailure
@@ -69,6 +72,10 @@ class ExportSource(FileSource):
         self._seen: dict[str, Ident] = {}
         self._trusted: dict[str, Ident] = {}
         self._refused: list[tuple[Path, str]] = []
+        self._not_zips = Refusals()
+        """The ``.zip`` files without a zip signature already reported, as they were then."""
+        self._broken = Refusals()
+        """The exports refused as archives (``ArchiveError``) already reported: not read again unchanged."""
         self._sleep: Callable[[float], None] = time.sleep
         """How the settle wait waits (a test replaces it with a writer that is still writing)."""
 
@@ -145,10 +152,13 @@ class ExportSource(FileSource):
         if advance:
             yield Delta([], advance)
         for path, reason in self._refused:
-            context.stats.issues.append(ParseIssue(str(path), None, reason))
+            if self._not_zips.refuse(str(path), identify(path, "zip", self.members)):
+                context.stats.issues.append(ParseIssue(str(path), None, reason))
+        self._not_zips.keep([str(path) for path, _ in self._refused])
         self._refused = []
         self.links.report(context.stats.issues)
         listed = {str(t.path): t for t in [*files, *fetched]}
+        self._broken.keep(listed)
         ready = self._settled(list(listed.values()), context)
         for tracked, ident in sorted(ready, key=lambda pair: pair[1].mtime_ns):
             yield from self._read(tracked, ident, context)
@@ -169,8 +179,8 @@ class ExportSource(FileSource):
             if cursor is not None and (cursor.dev, cursor.ino, cursor.size, cursor.mtime_ns) == (
                     ident.dev, ident.ino, ident.size, ident.mtime_ns):
                 continue  # read before, unchanged
-            if context.quarantined.get(key) == (ident.size, ident.mtime_ns):
-                continue
+            if context.quarantined.get(key) == (ident.size, ident.mtime_ns) or self._broken.known(key, ident):
+                continue  # failed as it is now: read again when it changes
             age = now - ident.mtime_ns / 1e9
             if (tracked.hints.get("given") or age >= self.settle_seconds or self._seen.get(key) == ident
                     or self._trusted.get(key) == ident):
@@ -204,8 +214,9 @@ class ExportSource(FileSource):
         try:
             yield from self._conversations(path, kind, context)
         except Exception as exc:  # broken, hostile, cut short, or a converter's bug: this export's failure
-            if isinstance(exc, ArchiveError):
+            if isinstance(exc, ArchiveError):  # a verdict on the archive's bytes: the same until they change
                 reason = exc.reason
+                self._broken.refuse(key, ident)
             elif isinstance(exc, JsonStreamError):
                 reason = f"conversations: {exc}"
             elif isinstance(exc, OSError):
@@ -215,6 +226,7 @@ class ExportSource(FileSource):
             stats.failures.append(FileFailure(key, reason[:500], ident.size, ident.mtime_ns))
             return
         stats.files_read += 1
+        self._broken.forget(key)
         yield Delta([], Advance([moved], acked=[(EXPORTS_KEY, md5, key)]))
 
     def _conversations(self, path: Path, kind: Kind, context: ScanContext) -> Iterator[Delta]:
