@@ -93,14 +93,18 @@ class Advance:
     acked: list[tuple[str, str, str]] = field(default_factory=list)
     owned: list[tuple[str, str]] = field(default_factory=list)
     """(message id, conversation id): the conversation a message id was first seen in."""
+    cleared: list[str] = field(default_factory=list)
+    """Failures (by path) whose cause is gone though no cursor of that path moves: a notice taken
+    off ``status`` (the email link's, once its export was read from the folder)."""
 
     def extend(self, other: Advance) -> None:
         self.cursors.extend(other.cursors)
         self.acked.extend(other.acked)
         self.owned.extend(other.owned)
+        self.cleared.extend(other.cleared)
 
     def __bool__(self) -> bool:
-        return bool(self.cursors or self.acked or self.owned)
+        return bool(self.cursors or self.acked or self.owned or self.cleared)
 
 
 @dataclass(slots=True)
@@ -269,8 +273,8 @@ class State:
             db.executemany(self._q("INSERT OR REPLACE INTO {acked} VALUES (?, ?, ?)"), advance.acked)
         if advance.owned:
             db.executemany(self._q("INSERT OR IGNORE INTO {owners} VALUES (?, ?)"), advance.owned)
-        if self.failing and advance.cursors:  # a file read again without failing is well again
-            well = [(c.path,) for c in advance.cursors if c.path in self.failing]
+        if self.failing and (advance.cursors or advance.cleared):  # a file read again without failing is well again
+            well = [(p,) for p in {*(c.path for c in advance.cursors), *advance.cleared} if p in self.failing]
             if well:
                 db.executemany(self._q("DELETE FROM {failures} WHERE path = ?"), well)
                 self.failing.difference_update(p for (p,) in well)

@@ -4,12 +4,15 @@ and decoys, a local HTTP server serving the zip; the worker fetches the right on
 from __future__ import annotations
 
 import io
+import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ from tests.support import SAMPLES, wait_for
 
 USER, PASSWORD = "me@example.com", "app-password-canary-9f3"
 SAMPLE = SAMPLES / "openai" / "branching-example.conversations.json"
+BIN = Path(sys.executable).parent  # the installed console scripts, as a user runs them
+READY, OPENAI = "Your ChatGPT data export is ready", "OpenAI <noreply@tm.openai.com>"
 
 
 def free_port() -> int:
@@ -98,9 +103,9 @@ class Web:
         self.server.server_close()
 
 
-def mail(sender: str, subject: str, body: str, message_id: str) -> bytes:
+def mail(sender: str, subject: str, body: str, message_id: str, date: str = "Tue, 01 Dec 2026 10:00:00 +0000") -> bytes:
     return (f"From: {sender}\r\nTo: {USER}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n"
-            f"Date: Tue, 01 Dec 2026 10:00:00 +0000\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+            f"Date: {date}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
             f"<p>{body}</p>\r\n").encode()
 
 
@@ -112,11 +117,13 @@ def export_zip() -> bytes:
     return out.getvalue()
 
 
-def deliver(port: int, *messages: bytes) -> None:
+def deliver(port: int, *messages: bytes, folder: str = "INBOX") -> None:
     with IMAPClient("127.0.0.1", port=port, ssl=False) as client:
         client.login(USER, PASSWORD)
+        if not client.folder_exists(folder):
+            client.create_folder(folder)
         for message in messages:
-            client.append("INBOX", message)
+            client.append(folder, message)
 
 
 def check(source: OpenAISource, state: Path) -> tuple[MemorySink, Any]:
@@ -132,7 +139,7 @@ def check(source: OpenAISource, state: Path) -> tuple[MemorySink, Any]:
 def test_the_export_mail_is_fetched_once_and_decoys_never(imap: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     web = Web(export_zip())
     try:
-        ready, sender = "Your ChatGPT data export is ready", "OpenAI <noreply@tm.openai.com>"
+        ready, sender = READY, OPENAI
         link = f"{web.base}/backend-api/estuary/content?id=abc.zip&amp;sig=SECRETSIG"
         deliver(imap,
                 mail(sender, "Your ChatGPT code is 123456", f'<a href="{web.base}/decoy-code.zip">x</a>', "code@x"),
@@ -141,7 +148,8 @@ def test_the_export_mail_is_fetched_once_and_decoys_never(imap: int, tmp_path: P
                 mail(sender, ready, f'<a href="http://localhost:{web.server.server_address[1]}/other-host.zip">d</a>',
                      "host@x"),
                 mail(sender, ready, f'<a href="{link}">Download data export</a>', "export@x"),
-                mail(sender, ready, f'<a href="{web.base}/login.zip?sig=LOGINSIG">Download data export</a>', "login@x"),
+                mail(sender, ready, f'<a href="{web.base}/login.zip?sig=LOGINSIG">Download data export</a>', "login@x",
+                     "Wed, 02 Dec 2026 10:00:00 +0000"),  # a day after the export downloaded: that one is older
                 mail(sender, ready, f'<a href="{web.base}/hop.zip">Download data export</a>', "hop@x"))
         monkeypatch.setenv("OPENAI_EMAIL_USERNAME", USER)
         monkeypatch.setenv("OPENAI_EMAIL_PASSWORD", PASSWORD)
@@ -157,7 +165,7 @@ def test_the_export_mail_is_fetched_once_and_decoys_never(imap: int, tmp_path: P
         delivered = {c["id"] for b in sink.batches for c in b["conversations"]}
         assert delivered == {"conv-123"}
         failure, hop = report.stats.failures  # the login page: said once, clearly, without the signature
-        assert "signed-in browser session" in failure.error and "Tue, 01 Dec 2026" in failure.error
+        assert "signed-in browser session" in failure.error and "Wed, 02 Dec 2026" in failure.error
         assert str(drop) in failure.error and "LOGINSIG" not in failure.error + failure.path
         assert "not allowed: https://evil.example/export.zip" in hop.error
 
@@ -194,3 +202,106 @@ def test_email_settings_are_checked_at_start(tmp_path: Path, monkeypatch: pytest
         with pytest.raises(ConfigError, match=message):
             OpenAISource({"export_dir": str(tmp_path), "email": email})
     assert orjson.dumps(OpenAISource({"email": {"enabled": False}}).settings["email"])
+
+
+class Cli:
+    """``sync-worker openai --once`` and ``sync-workers status --json`` on one config, as a user runs them:
+    the mail in this test's own IMAP folder (the module's server is shared), the export folder in tmp."""
+
+    def __init__(self, imap: int, tmp_path: Path, folder: str) -> None:
+        self.drop = tmp_path / "chatgpt"
+        self.config = tmp_path / "config.yaml"
+        self.config.write_text(
+            f"worker:\n  state_dir: {tmp_path / 'state'}\n"
+            f"sources:\n  openai:\n    export_dir: {self.drop}\n"
+            f"    email:\n      enabled: true\n      host: 127.0.0.1\n      port: {imap}\n      ssl: false\n"
+            f"      folder: {folder}\n      allowed_link_hosts: [127.0.0.1]\n")
+        self.env = {**os.environ, "OPENAI_EMAIL_USERNAME": USER, "OPENAI_EMAIL_PASSWORD": PASSWORD}
+
+    def once(self) -> str:
+        run = subprocess.run([str(BIN / "sync-worker"), "openai", "-config", str(self.config), "--once"],
+                             capture_output=True, text=True, timeout=120, env=self.env)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    def failing(self) -> list[dict[str, Any]]:
+        run = subprocess.run([str(BIN / "sync-workers"), "status", "openai", "-config", str(self.config), "--json"],
+                             capture_output=True, text=True, timeout=60, env=self.env)
+        assert run.returncode == 0, run.stderr
+        [worker] = orjson.loads(run.stdout)["workers"]
+        return worker["failing"]
+
+    def notices(self) -> list[str]:
+        return [f["error"] for f in self.failing() if "signed-in browser session" in f["error"]]
+
+
+def zip_at(path: Path, content: bytes, when: float) -> None:
+    path.write_bytes(content)
+    os.utime(path, (when, when))
+
+
+def test_the_login_link_notice_leaves_status_once_an_export_as_new_is_picked_up(imap: int, tmp_path: Path):
+    web = Web(export_zip())
+    try:
+        emailed = time.time() - 3600
+        login = f'<a href="{web.base}/login.zip?sig=LOGINSIG">Download data export</a>'
+        deliver(imap, mail(OPENAI, READY, login, "notice@x", formatdate(emailed)), folder="Notice")
+        cli = Cli(imap, tmp_path, "Notice")
+        cli.once()
+        [notice] = cli.notices()  # the user has something to do
+        assert str(cli.drop) in notice and "LOGINSIG" not in notice
+
+        cli.once()  # nothing picked up: still said
+        assert len(cli.notices()) == 1
+
+        old = io.BytesIO()  # an export from before the email, dropped late: not the one the email is about
+        with zipfile.ZipFile(old, "w") as archive:
+            archive.writestr("conversations.json", SAMPLE.read_bytes())
+        zip_at(cli.drop / "last-month.zip", old.getvalue(), emailed - 30 * 86400)
+        assert "1 read" in cli.once()
+        assert len(cli.notices()) == 1
+
+        zip_at(cli.drop / "from-the-browser.zip", export_zip(), emailed + 600)  # saved by hand after the email
+        assert "1 read" in cli.once()
+        assert cli.notices() == [] and cli.failing() == []
+        assert len(web.requests) == 1  # the email's link was asked for once
+    finally:
+        web.close()
+
+
+def test_the_login_link_notice_leaves_status_when_a_later_email_downloads(imap: int, tmp_path: Path):
+    web = Web(b"PK\x03\x04 cut short")  # a zip by its signature, broken: the download is fine, the read is not
+    try:
+        emailed = time.time() - 7200
+        deliver(imap, mail(OPENAI, READY, f'<a href="{web.base}/login.zip">Download data export</a>', "first@x",
+                           formatdate(emailed)), folder="Later")
+        cli = Cli(imap, tmp_path, "Later")
+        cli.once()
+        assert len(cli.notices()) == 1
+
+        link = f"{web.base}/backend-api/estuary/content?id=new.zip"
+        deliver(imap, mail(OPENAI, READY, f'<a href="{link}">Download data export</a>', "second@x",
+                           formatdate(emailed + 3600)), folder="Later")
+        cli.once()
+        assert cli.notices() == []
+        [broken] = cli.failing()  # what is left to see is that zip's own failure
+        assert broken["path"].endswith("chatgpt-export-second-x.zip")
+    finally:
+        web.close()
+
+
+def test_no_notice_when_the_export_was_picked_up_before_the_email_was_looked_at(imap: int, tmp_path: Path):
+    web = Web(export_zip())
+    try:
+        emailed = time.time() - 600
+        cli = Cli(imap, tmp_path, "Before")
+        cli.drop.mkdir()
+        zip_at(cli.drop / "from-the-browser.zip", export_zip(), emailed + 60)  # the daemon read it at once
+        deliver(imap, folder="Before")
+        assert "1 read" in cli.once()
+        deliver(imap, mail(OPENAI, READY, f'<a href="{web.base}/login.zip">Download data export</a>', "before@x",
+                           formatdate(emailed)), folder="Before")
+        cli.once()  # then its full check looked at the mailbox
+        assert web.requests == ["/login.zip"] and cli.failing() == []
+    finally:
+        web.close()

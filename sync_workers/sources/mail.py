@@ -8,14 +8,18 @@ a link to a ``.zip`` on an allowed host (format notes, chatgpt.md §1): other ma
 sender (codes, receipts), lookalike senders and links elsewhere are remembered as ignored and
 never downloaded. The link is fetched with httpx over https only (plain http only to a loopback
 host), redirects followed only to allowed hosts, streamed to ``.<name>.part`` and renamed when
-whole, so the folder never shows half a zip.
+whole, so the folder never shows half a zip; its mtime is then set to the email's date (when the
+export was made, not when it was fetched).
 
 OpenAI's link may need the signed-in browser session: a 401/403 or an HTML page instead of a
 zip is reported once, as a failure ``status`` lists, saying where to save the zip by hand (the
-email's date, that the link lasts about 24 hours; never the link's query). A wrong password, an
-unreachable server or an expired link is a failure too; the worker goes on and tries again at
-the next check. The password comes from ``OPENAI_EMAIL_PASSWORD`` or ``password_file`` and is
-never logged.
+email's date, that the link lasts about 24 hours; never the link's query). The notice stands until
+an export at least as new as the email (by its file's mtime, ``SLACK`` aside) is picked up: read
+from the folder (the openai source calls :meth:`ExportMail.picked_up`) or downloaded from a later
+email's link; when one was picked up before the email was looked at, none is given. A wrong
+password, an unreachable server or an expired link is a failure too; the worker goes on and tries
+again at the next check. The password comes from ``OPENAI_EMAIL_PASSWORD`` or ``password_file``
+and is never logged.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import email
 import email.policy
 import os
 import re
+import time
 from collections.abc import Mapping
-from email.utils import parseaddr
+from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,10 +40,20 @@ from sync_workers.errors import ConfigError
 from sync_workers.sources.files import ScanContext
 from sync_workers.state import Advance, FileFailure
 
-__all__ = ["MAIL_KEY", "SENDER", "ExportMail", "allowed", "redacted"]
+__all__ = ["MAIL_KEY", "NOTICES_KEY", "SENDER", "ExportMail", "allowed", "redacted"]
 
 MAIL_KEY = "#mail"
 """Acknowledged-digests "conversation": message id = Message-ID or ``uid:<validity>:<uid>``, digest = outcome."""
+NOTICES_KEY = "#mail-notices"
+"""Acknowledged-digests "conversation" of the login-link notices: message id = the notice's path in
+``status``, digest = its email's time (epoch seconds) while it stands, else ``cleared``; under
+``#newest``, the time of the newest export picked up."""
+_NEWEST = "#newest"
+_CLEARED = "cleared"
+SLACK = 3600.0
+"""Seconds an export may be dated before its email and still count as that export: the email's Date
+is the sender's clock, a zip saved by hand is dated by this machine's, and the files of an unpacked
+export keep the time OpenAI zipped them, before it sent the email."""
 SENDER = "noreply@tm.openai.com"
 SUBJECT = re.compile(r"chatgpt data export is ready", re.IGNORECASE)
 _LINK = re.compile(r"""https?://[^\s"'<>]+""")
@@ -76,6 +91,8 @@ class ExportMail:
             raise ConfigError(f"{where}: no password: set OPENAI_EMAIL_PASSWORD or {where}.password_file")
         self.export_dir = export_dir
         self.where = f"imap://{self.host}:{self.port}/{self.folder}"
+        self._notices: dict[str, str] = {}
+        """What this process wrote under ``NOTICES_KEY``, ahead of the state (it commits with a batch)."""
 
     def __repr__(self) -> str:  # never the password
         return f"ExportMail({self.where}, user={self.username!r})"
@@ -95,7 +112,7 @@ class ExportMail:
                 validity = status.get(b"UIDVALIDITY", 0)
                 fresh = [uid for uid in client.search(["FROM", SENDER]) if f"uid:{validity}:{uid}" not in known]
                 for uid, data in client.fetch(fresh, ["BODY.PEEK[]"]).items() if fresh else []:
-                    outcome, path = self._handle(data.get(b"BODY[]", b""), known, context)
+                    outcome, path = self._handle(data.get(b"BODY[]", b""), known, context, advance)
                     message_id = outcome.pop("message_id")
                     advance.acked.append((MAIL_KEY, f"uid:{validity}:{uid}", outcome["result"]))
                     if message_id:
@@ -103,12 +120,34 @@ class ExportMail:
                         known[message_id] = outcome["result"]
                     if path is not None:
                         saved.append(path)
+                        self.picked_up(path.stat().st_mtime, context, advance)  # a later email's link worked
         except (IMAPClientError, OSError) as exc:
             reason = str(exc).replace(self._password, "<password>") if self._password else str(exc)
             context.stats.failures.append(FileFailure(self.where, f"mail: {type(exc).__name__}: {reason}"[:500]))
         return saved, advance
 
-    def _handle(self, raw: bytes, known: Mapping[str, str], context: ScanContext) -> tuple[dict[str, Any], Path | None]:
+    def picked_up(self, dated: float, context: ScanContext, advance: Advance) -> None:
+        """An export dated ``dated`` (epoch seconds) was read or downloaded: the notices of emails
+        not newer than it (``SLACK`` aside) leave ``status``, one given in this check too."""
+        standing = self._standing(context)
+        if dated > float(standing.pop(_NEWEST, "0")):
+            self._note(_NEWEST, repr(dated), advance)
+        done = {place for place, since in standing.items() if since != _CLEARED and float(since) <= dated + SLACK}
+        for place in sorted(done):
+            self._note(place, _CLEARED, advance)
+            advance.cleared.append(place)
+        if done:
+            context.stats.failures[:] = [f for f in context.stats.failures if f.path not in done]
+
+    def _standing(self, context: ScanContext) -> dict[str, str]:
+        return {**context.acked(NOTICES_KEY), **self._notices}
+
+    def _note(self, key: str, value: str, advance: Advance) -> None:
+        self._notices[key] = value
+        advance.acked.append((NOTICES_KEY, key, value))
+
+    def _handle(self, raw: bytes, known: Mapping[str, str], context: ScanContext,
+                advance: Advance) -> tuple[dict[str, Any], Path | None]:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         message_id = str(message.get("Message-ID") or "").strip()
         outcome: dict[str, Any] = {"message_id": message_id, "result": "ignored"}
@@ -123,17 +162,25 @@ class ExportMail:
             outcome["result"] = "ignored: no link to a zip on an allowed host"
             return outcome, None
         date = str(message.get("Date") or "an unknown date")
+        sent = _sent(date)
         from sync_workers.sources.mail_download import LoginNeeded, download
 
         try:
             path = download(link, self.export_dir, self.allowed, _name(message_id, date), _MAX_ZIP)
+            if sent is not None:
+                os.utime(path, (sent, sent))
         except LoginNeeded as exc:
+            outcome["result"] = "needs browser"
+            since = time.time() if sent is None else sent
+            if since <= float(self._standing(context).get(_NEWEST, "0")) + SLACK:
+                return outcome, None  # an export as new was picked up already: nothing for the user to do
+            place = f"{self.export_dir} (ChatGPT export email of {date})"
+            self._note(place, repr(since), advance)
             context.stats.failures.append(FileFailure(
-                f"{self.export_dir} (ChatGPT export email of {date})",
+                place,
                 f"the download link needs your signed-in browser session ({exc}): open OpenAI's email of {date}"
                 f" in a browser signed in to ChatGPT (the link expires about 24 hours after the email) and save"
                 f" the zip into {self.export_dir}; it is picked up from there"))
-            outcome["result"] = "needs browser"
             return outcome, None
         except Exception as exc:  # expired link, server error, network: said once, the email is not tried again
             context.stats.failures.append(FileFailure(f"{self.export_dir} (ChatGPT export email of {date})",
@@ -168,6 +215,14 @@ def redacted(url: str) -> str:
     """``url`` without its query and fragment (where the signature lives): what may be shown."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _sent(date: str) -> float | None:
+    """The email's Date as epoch seconds, None when it cannot be read."""
+    try:
+        return parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def _name(message_id: str, date: str) -> str:
