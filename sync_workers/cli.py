@@ -23,7 +23,7 @@ from sync_workers.config import Config, load
 from sync_workers.errors import AuthRefused, ConfigError, Fatal, Retryable, Stopped
 from sync_workers.exits import EXIT_AUTH, EXIT_OK, EXIT_PENDING, EXIT_USAGE, worst
 from sync_workers.fleet import Fleet, schedule_of
-from sync_workers.lock import Locked
+from sync_workers.lock import Locked, holder
 from sync_workers.logs import configure, get_logger
 from sync_workers.progress import progress
 from sync_workers.receiver import cli as serve_command
@@ -294,8 +294,9 @@ def _parse(name: str, paths: list[Path]) -> int:
 
 
 def _retry_dead(config: Config, names: list[str]) -> int:
-    """Dead letters back into the outbox, due now; a running daemon sends them within its next wait
-    (5 minutes at most), the next run of a stopped one at its start."""
+    """Dead letters back into the outbox, due now. A running daemon's sender sees the commit within a
+    second (``sender.LOOK_EVERY``) and sends them; a stopped worker sends them when it starts. The
+    output says which, by the PID holding the worker's lock (as ``status`` shows it)."""
     moved = 0
     for name in names:
         path, namespace = state_location(name, config)
@@ -307,7 +308,11 @@ def _retry_dead(config: Config, names: list[str]) -> int:
         finally:
             state.close()
         if count:
-            print(f"{name}: {count} dead-lettered batches moved back to the outbox")
+            pid = holder(config.state_dir / f"{name}.lock")
+            running = f"daemon running (pid {pid})" if pid and pid > 0 else "daemon running"
+            then = "no daemon running: the worker's next run sends them" if pid is None else (
+                f"{running}: it picks them up within a second")
+            print(f"{name}: {count} dead-lettered batches moved back to the outbox; {then}")
         moved += count
     if not moved:
         print("no dead-lettered batches")

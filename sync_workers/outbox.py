@@ -88,6 +88,8 @@ class Outbox:
     def __init__(self, db: sqlite3.Connection, namespace: str = "", *, create: bool = True) -> None:
         """``create`` False: a reader's read-only connection (``--metrics-port``) that must not write."""
         self.db = db
+        self.version: int | None = None
+        """``PRAGMA data_version`` when ``changed`` last looked."""
         # meta is the state's table (``State.meta``): the sender writes its outcomes there through its own
         # connection, so ``status`` can show them from another process.
         self.names = {"outbox": f"{namespace}outbox", "dead_letters": f"{namespace}dead_letters",
@@ -107,6 +109,13 @@ class Outbox:
 
     def close(self) -> None:
         self.db.close()
+
+    def changed(self) -> bool:
+        """Whether another connection, of this process or another, committed to the database since the
+        last call (True at the first): ``PRAGMA data_version``, which reads no table (the WAL index)."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        changed, self.version = version != self.version, version
+        return changed
 
     def _q(self, sql: str) -> str:
         return sql.format_map(self.names)
@@ -215,15 +224,17 @@ class Outbox:
         return self.db.execute(sql).fetchall()
 
     def retry_dead(self) -> int:
-        """Move every dead letter back to the outbox, due now, with fresh counters: after a person fixed
-        what refused them (a receiver's schema, a proxy). One transaction; returns how many moved."""
+        """Move every dead letter back to the outbox, due now, with fresh counters (a row already there
+        under the same id loses its schedule too): after a person fixed what refused them (a receiver's
+        schema, a proxy), each is tried once more at once. One transaction; returns how many moved."""
         with transaction(self.db) as db:
             rows = db.execute(self._q("SELECT batch_id, body, created_at FROM {dead_letters} ORDER BY created_at"))
             moved = 0
             for batch_id, body, _created in rows.fetchall():
                 conversations, messages, raw_bytes = _measure(body)
-                db.execute(self._q("INSERT OR IGNORE INTO {outbox} (batch_id, body, conversations, messages,"
-                                   " raw_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
+                db.execute(self._q("INSERT INTO {outbox} (batch_id, body, conversations, messages, raw_bytes,"
+                                   " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO UPDATE"
+                                   " SET attempts = 0, strikes = 0, parked = 0, next_attempt_at = 0"),
                            (batch_id, body, conversations, messages, raw_bytes, time.time()))
                 db.execute(self._q("DELETE FROM {dead_letters} WHERE batch_id = ?"), (batch_id,))
                 moved += 1

@@ -10,7 +10,13 @@ It owns every retry, so the reader never waits on the network (ARCHITECTURE.md, 
   seconds and shown by ``status``, never dropped. A failure of the server as a whole (no
   connection, 429, 502-504) pauses all sending instead and counts against no batch;
 * for a one-shot run (``once``) each batch gets ``ONCE_ATTEMPTS`` tries in this run; the run
-  ends when the outbox is empty or every batch left has used its tries.
+  ends when the outbox is empty or every batch left has used its tries;
+* while it waits (up to ``MAX_WAIT``) it looks every ``LOOK_EVERY`` seconds whether another
+  connection committed to the state (``Outbox.changed``: ``PRAGMA data_version``, no table read),
+  so what ``sync-workers retry-dead`` puts back from another process goes out at once. Polling
+  rather than a signal to the daemon: it needs no PID (whose process may run as another user, in
+  another PID namespace, or be a ``--once`` run that a signal's default action would kill), and it
+  sees any writer of the outbox.
 
 An unexpected exception is logged with its traceback and sending goes on after a pause: this
 thread never dies while the worker runs.
@@ -29,12 +35,14 @@ from sync_workers.errors import AuthRefused, Fatal, Retryable
 from sync_workers.outbox import Outbox, OutboxItem
 from sync_workers.sinks.http import Rejected, TooLarge
 
-__all__ = ["ONCE_ATTEMPTS", "PARKED_RETRY", "PARK_AFTER", "Sender"]
+__all__ = ["LOOK_EVERY", "ONCE_ATTEMPTS", "PARKED_RETRY", "PARK_AFTER", "Sender"]
 
 ONCE_ATTEMPTS = 8
 PARK_AFTER = 10
 PARKED_RETRY = 3600.0
 MAX_WAIT = 300.0
+LOOK_EVERY = 1.0
+"""While waiting, how often the sender asks whether another connection changed the outbox."""
 
 
 class Sender:
@@ -122,16 +130,17 @@ class Sender:
         """Send one due batch, or wait for one. False when this sender is done."""
         if self.once and (self.fatal is not None or self.down):
             return False
+        outbox.changed()  # from here on, another connection's commit ends a wait
         now = time.time()
         if self.pause_until > now:
-            self._wait(self.pause_until - now)
+            self._wait(outbox, self.pause_until - now)
             return True
         item = self._due(outbox, now)
         if item is None:
             if self.once and self.finishing.is_set():
                 return False
             due = outbox.next_due()
-            self._wait(MAX_WAIT if due is None or self.once else max(0.0, due - now))
+            self._wait(outbox, MAX_WAIT if due is None or self.once else max(0.0, due - now))
             return True
         self._send(outbox, item)
         self.progress.set()
@@ -143,8 +152,13 @@ class Sender:
         # One-shot: the oldest batch that still has tries left in this run, whatever its schedule says.
         return outbox.first_except([b for b, n in self.tries.items() if n >= self.once_attempts])
 
-    def _wait(self, seconds: float) -> None:
-        self.wake.wait(min(seconds, MAX_WAIT))
+    def _wait(self, outbox: Outbox, seconds: float) -> None:
+        """Until ``seconds`` (at most ``MAX_WAIT``) pass, the reader wakes this thread, or another
+        connection (``retry-dead``, in another process) committed to the state."""
+        deadline = time.monotonic() + min(seconds, MAX_WAIT)
+        while (left := deadline - time.monotonic()) > 0:
+            if self.wake.wait(min(left, LOOK_EVERY)) or outbox.changed():
+                break
         self.wake.clear()
 
     # -- one batch ----------------------------------------------------------------------------
@@ -232,6 +246,7 @@ class Sender:
 
     def _dead_letter(self, outbox: Outbox, item: OutboxItem, status: int | None, reason: str) -> None:
         outbox.dead_letter(item.batch_id, item.body, status, reason)
+        self.tries.pop(item.batch_id, None)  # put back by retry-dead, it starts afresh
         outbox.note(last_error=f"batch {item.batch_id} dead-lettered: HTTP {status}: {reason}", last_error_at=now_iso())
         with self.totals.lock:
             self.totals.dead_lettered += 1

@@ -128,6 +128,7 @@ def test_dead_letters_exit_1_until_retry_dead_sends_them(tmp_path: Path) -> None
 
         retry = command(tmp_path, str(BIN / "sync-workers"), "retry-dead", "-config", str(config), "claude_code")
         assert retry.returncode == 0 and "1 dead-lettered batches moved back" in retry.stdout, retry.stderr
+        assert "no daemon running" in retry.stdout
         code, workers = status(tmp_path, config)
         assert code == 0 and workers["claude_code"]["outbox"]["batches"] == 1
         again = command(tmp_path, str(BIN / "sync-worker"), "claude_code", "-config", str(config), "--once",
@@ -159,3 +160,50 @@ def test_the_xdg_config_is_read_without_config_and_bad_folders_are_exit_2(tmp_pa
     other = command(tmp_path, str(BIN / "sync-worker"), "claude_code", "-sessions-dir", str(projects),
                     "-config", str(tmp_path / "config.yaml"))
     assert other.returncode == 2 and "not a flag of claude_code" in other.stderr
+
+
+def test_retry_dead_reaches_a_running_daemon_at_once(tmp_path: Path) -> None:
+    """A daemon idle on an empty outbox (its sender used to sleep up to 5 minutes there) notices what
+    retry-dead moved back, another process's commit to its state, within a second; it tries each
+    batch once, and one the server still refuses goes back to the dead letters."""
+    projects = tmp_path / "projects"
+    manifest = generate(projects, 60_000, seed=35, turns=(2, 4))
+    with running_receiver(tmp_path / "receiver.db") as receiver:
+        config = write_config(tmp_path, projects, receiver.url)
+        receiver.script = [Fault(422, body=orjson.dumps({"detail": "scripted refusal"}))]
+
+        def dead_letters() -> list[dict]:
+            """The dead letters once the daemon is idle: its check done, nothing left to send."""
+            worker = status(tmp_path, config)[1]["claude_code"]
+            idle = worker["last_check"] and worker["outbox"].get("batches") == 0
+            return worker["dead_letters"] if idle else []
+
+        def retry_dead() -> str:
+            done = command(tmp_path, str(BIN / "sync-workers"), "retry-dead", "-config", str(config), "claude_code")
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        daemon = subprocess.Popen([str(BIN / "sync-worker"), "claude_code", "-config", str(config)],
+                                  env=env(tmp_path, SYNC_WORKER_TOKEN=TOKEN), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            letter = wait_for(dead_letters, interval=0.2)[0]
+            assert receiver.messages() < manifest.messages
+
+            receiver.script = [Fault(422, body=orjson.dumps({"detail": "still refused"}))]  # not fixed yet
+            tried = len(receiver.attempts)
+            out = retry_dead()
+            assert f"daemon running (pid {daemon.pid})" in out, out
+            again = wait_for(lambda: [d for d in dead_letters() if "still refused" in d["reason"]], interval=0.2)
+            assert [d["batch_id"] for d in again] == [letter["batch_id"]]
+            assert len(receiver.attempts) == tried + 1  # once, not retried on a schedule
+
+            out = retry_dead()  # the receiver is fixed now: nothing scripted
+            assert "1 dead-lettered batches moved back" in out and f"pid {daemon.pid}" in out, out
+            wait_for(lambda: receiver.messages() == manifest.messages)
+            wait_for(lambda: status(tmp_path, config)[0] == 0, interval=0.2)
+            assert len(receiver.attempts) == tried + 2
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            _, err = daemon.communicate(timeout=60)
+        assert daemon.returncode == 0, err
