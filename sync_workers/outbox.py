@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS {dead_letters} (
     body BLOB NOT NULL,
     status INTEGER,
     reason TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    position TEXT
 );
 """
 # Columns added after the first version: an older state file gets them on open.
@@ -54,7 +55,10 @@ _ADDED = {"next_attempt_at": "REAL NOT NULL DEFAULT 0", "strikes": "INTEGER NOT 
           "parked": "INTEGER NOT NULL DEFAULT 0", "position": "TEXT"}
 _ORDER = "coalesce(position, printf('%020d', seq))"
 """The order batches were read in. A 413's halves take their batch's place (``replace``): the
-order says which of two copies of a message is the newer one (``Sender._supersede``)."""
+order says which of two copies of a message is the newer one (``Sender._supersede``). A dead letter
+keeps its batch's place, so a later batch's newer copies are taken out of it too, and ``retry-dead``
+puts it back where it was."""
+_DEAD_ADDED = {"position": "TEXT"}
 _ITEM = f"seq, batch_id, body, conversations, messages, raw_bytes, attempts, strikes, parked, last_error, {_ORDER}"
 
 
@@ -101,6 +105,10 @@ class Outbox:
         for name, kind in _ADDED.items():
             if name not in columns:
                 db.execute(f"ALTER TABLE {self.names['outbox']} ADD COLUMN {name} {kind}")
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({self.names['dead_letters']})")}
+        for name, kind in _DEAD_ADDED.items():
+            if name not in columns:
+                db.execute(f"ALTER TABLE {self.names['dead_letters']} ADD COLUMN {name} {kind}")
 
     @classmethod
     def open(cls, path: str | Path, namespace: str = "") -> Outbox:
@@ -175,27 +183,35 @@ class Outbox:
                 self.add(db, *part, position=item.position + suffix)
 
     def before(self, position: str) -> list[tuple[str, bytes]]:
-        """(batch id, body) of the batches read before ``position`` and still waiting: in the usual
-        flow none (batches go in the order read); after failures, those that failed."""
-        return self.db.execute(self._q(f"SELECT batch_id, body FROM {{outbox}} WHERE {_ORDER} < ?"
-                                       f" ORDER BY {_ORDER}"), (position,)).fetchall()
+        """(batch id, body) of the batches read before ``position`` and still waiting, dead letters
+        included (``retry-dead`` may send them later): in the usual flow none (batches go in the order
+        read); after failures, those that failed."""
+        return self.db.execute(self._q(f"SELECT batch_id, body FROM (SELECT batch_id, body, {_ORDER} o FROM {{outbox}}"
+                                       " UNION ALL SELECT batch_id, body, position o FROM {dead_letters})"
+                                       " WHERE o < ? ORDER BY o"), (position,)).fetchall()
 
     def rewrite(self, batch_id: str, part: tuple[str, bytes, int, int, int] | None) -> None:
-        """Put ``part`` (id, body, conversations, messages, raw bytes) in the place of ``batch_id``,
-        keeping its order and schedule; None: the batch has nothing left to deliver."""
-        if part is None:
-            self.delivered(batch_id)
-            return
-        new_id, body, conversations, messages, raw_bytes = part
-        self.db.execute(self._q("UPDATE {outbox} SET batch_id = ?, body = ?, conversations = ?, messages = ?,"
-                                f" raw_bytes = ?, position = {_ORDER} WHERE batch_id = ?"),
-                        (new_id, body, conversations, messages, raw_bytes, batch_id))
-
-    def dead_letter(self, batch_id: str, body: bytes, status: int | None, reason: str) -> None:
-        """Move a batch the server refused as invalid to the dead letters, for a person to look at."""
+        """Put ``part`` (id, body, conversations, messages, raw bytes) in the place of ``batch_id`` (waiting
+        or a dead letter), keeping its order and schedule; None: the batch has nothing left to deliver."""
         with transaction(self.db) as db:
-            db.execute(self._q("INSERT OR REPLACE INTO {dead_letters} VALUES (?, ?, ?, ?, ?)"),
-                       (batch_id, body, status, reason, time.time()))
+            if part is None:
+                db.execute(self._q("DELETE FROM {outbox} WHERE batch_id = ?"), (batch_id,))
+                db.execute(self._q("DELETE FROM {dead_letters} WHERE batch_id = ?"), (batch_id,))
+                return
+            new_id, body, conversations, messages, raw_bytes = part
+            db.execute(self._q("UPDATE {outbox} SET batch_id = ?, body = ?, conversations = ?, messages = ?,"
+                               f" raw_bytes = ?, position = {_ORDER} WHERE batch_id = ?"),
+                       (new_id, body, conversations, messages, raw_bytes, batch_id))
+            db.execute(self._q("UPDATE {dead_letters} SET batch_id = ?, body = ? WHERE batch_id = ?"),
+                       (new_id, body, batch_id))
+
+    def dead_letter(self, batch_id: str, body: bytes, status: int | None, reason: str, position: str = "") -> None:
+        """Move a batch the server refused as invalid to the dead letters, for a person to look at; it keeps
+        its place in the order (``position``: the outbox item's)."""
+        with transaction(self.db) as db:
+            db.execute(self._q("INSERT OR REPLACE INTO {dead_letters} (batch_id, body, status, reason, created_at,"
+                               " position) VALUES (?, ?, ?, ?, ?, ?)"),
+                       (batch_id, body, status, reason, time.time(), position or None))
             db.execute(self._q("DELETE FROM {outbox} WHERE batch_id = ?"), (batch_id,))
 
     def unpark(self, now: float) -> int:
@@ -228,14 +244,14 @@ class Outbox:
         under the same id loses its schedule too): after a person fixed what refused them (a receiver's
         schema, a proxy), each is tried once more at once. One transaction; returns how many moved."""
         with transaction(self.db) as db:
-            rows = db.execute(self._q("SELECT batch_id, body, created_at FROM {dead_letters} ORDER BY created_at"))
+            rows = db.execute(self._q("SELECT batch_id, body, position FROM {dead_letters} ORDER BY created_at"))
             moved = 0
-            for batch_id, body, _created in rows.fetchall():
+            for batch_id, body, position in rows.fetchall():
                 conversations, messages, raw_bytes = _measure(body)
                 db.execute(self._q("INSERT INTO {outbox} (batch_id, body, conversations, messages, raw_bytes,"
-                                   " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO UPDATE"
-                                   " SET attempts = 0, strikes = 0, parked = 0, next_attempt_at = 0"),
-                           (batch_id, body, conversations, messages, raw_bytes, time.time()))
+                                   " created_at, position) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO"
+                                   " UPDATE SET attempts = 0, strikes = 0, parked = 0, next_attempt_at = 0"),
+                           (batch_id, body, conversations, messages, raw_bytes, time.time(), position))
                 db.execute(self._q("DELETE FROM {dead_letters} WHERE batch_id = ?"), (batch_id,))
                 moved += 1
             return moved

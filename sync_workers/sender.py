@@ -245,7 +245,7 @@ class Sender:
         self.log.error("worker.fatal", error=str(exc), retry_in=round(self.pause_until - time.time(), 1))
 
     def _dead_letter(self, outbox: Outbox, item: OutboxItem, status: int | None, reason: str) -> None:
-        outbox.dead_letter(item.batch_id, item.body, status, reason)
+        outbox.dead_letter(item.batch_id, item.body, status, reason, item.position)
         self.tries.pop(item.batch_id, None)  # put back by retry-dead, it starts afresh
         outbox.note(last_error=f"batch {item.batch_id} dead-lettered: HTTP {status}: {reason}", last_error_at=now_iso())
         with self.totals.lock:

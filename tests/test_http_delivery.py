@@ -642,6 +642,48 @@ def test_an_older_batch_wholly_superseded_leaves_the_outbox(state: State, sink: 
 
 
 @respx.mock
+def test_a_dead_letter_loses_what_a_later_batch_delivered_and_retry_dead_puts_it_back_in_place(
+        state: State, sink: HttpSink, log: Log) -> None:
+    """The server refused the older batch (422) and took the newer one, which carried a newer copy of a1.
+    After a fix, ``retry-dead`` must not send the older copy of a1 over the newer one; what only the dead
+    letter holds (u2) still goes, in the dead letter's place in the order."""
+    refusing = {"on": True}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if refusing["on"] and sent(request)["batch_id"] == older.batch_id:
+            return httpx.Response(422, json={"detail": "conversations[0].messages[1].role: not allowed"})
+        return httpx.Response(200, json=OK)
+
+    older = batch_of({"conv-s": [("a1", "first part"), ("u2", "a later prompt")]})
+    newer = batch_of({"conv-s": [("a1", "first part, second part")]})
+    enqueue(state, older)
+    enqueue(state, newer)
+    route = respx.post(URL).mock(side_effect=answer)
+    drain(sender(state, sink, log))
+    [(dead_id, status, _)] = state.outbox.dead_letters()
+    assert status == 422 and dead_id == older.batch_id + "s"  # rewritten without a1
+    refusing["on"] = False
+    assert state.outbox.retry_dead() == 1
+    drain(sender(state, sink, log))
+    delivered = [sent(c.request) for c in route.calls if c.response.status_code == 200]
+    assert [b["batch_id"] for b in delivered] == [newer.batch_id, older.batch_id + "s"]
+    assert [m["id"] for m in delivered[-1]["conversations"][0]["messages"]] == ["u2"]
+    assert state.outbox.pending() == [] and state.outbox.dead_letters() == []
+
+
+@respx.mock
+def test_a_dead_letter_wholly_superseded_is_gone(state: State, sink: HttpSink, log: Log) -> None:
+    older = batch_of({"conv-s": [("a1", "first")]})
+    newer = batch_of({"conv-s": [("a1", "first and last")]})
+    enqueue(state, older)
+    enqueue(state, newer)
+    respx.post(URL).mock(side_effect=lambda request: httpx.Response(
+        422 if sent(request)["batch_id"] == older.batch_id else 200, json=OK))
+    drain(sender(state, sink, log))
+    assert state.outbox.dead_letters() == [] and state.outbox.pending() == []
+
+
+@respx.mock
 def test_the_halves_of_a_batch_keep_its_place_in_the_order(state: State, sink: HttpSink, log: Log) -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         body = sent(request)
