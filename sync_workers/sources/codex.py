@@ -10,7 +10,7 @@ of the copied parent history (``codex_layout``), so the parent's tokens are not 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,10 @@ class CodexSource(FileSource):
 
     def discover(self) -> Iterable[TrackedFile]:
         return self.layout.discover(self.sessions_dir())
+
+    def affected(self, paths: Collection[str]) -> list[TrackedFile] | None:
+        """The rollouts an event names, placed by what the last discovery found (``Layout.affected``)."""
+        return self.layout.affected(self.sessions_dir(), paths)
 
     def discover_paths(self, paths: Iterable[Path]) -> Iterable[TrackedFile]:
         """A sessions folder (its sibling ``archived_sessions`` comes along), a Codex home, or a file."""

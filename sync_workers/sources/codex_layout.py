@@ -9,13 +9,19 @@ Those reads happen before the scan's, so they go through the source's link guard
 (``sources.links``): a rollout, its fork's parent or ``session_index.jsonl`` reached through a
 symlink is opened only when it resolves to a JSON (Lines) file; a refused one is looked at again
 at the next discovery (one ``realpath`` and one ``stat`` while it stays as it was).
+
+A file event is placed without a walk (``Layout.affected``): discovery keeps what it found
+(``Listing``: which copy of each rollout it reads, the archived copies an active one hides, the
+rollout of each thread, for forks), and an event's paths update it. Anything that would make
+discovery choose differently than that record says is left to a full check (None).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
+import stat
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -25,7 +31,7 @@ from sync_workers.sources.files import TrackedFile
 from sync_workers.sources.links import LinkGuard
 from sync_workers.state import FileCursor
 
-__all__ = ["Layout", "default_sessions_dir", "follow_moves", "home_of", "session_roots", "shared_prefix"]
+__all__ = ["Layout", "Listing", "default_sessions_dir", "follow_moves", "home_of", "session_roots", "shared_prefix"]
 
 FIRST_LINE_MAX = 4 * 1024 * 1024  # a session_meta with long base instructions stays far below this
 
@@ -50,6 +56,19 @@ def home_of(path: Path) -> Path | None:
     return None
 
 
+@dataclass(slots=True)
+class Listing:
+    """What the last discovery of a sessions folder found, for placing an event's paths."""
+
+    sessions_dir: Path
+    chosen: dict[str, str]
+    """Rollout file name -> the path it is read from (the active copy wins over an archived one)."""
+    hidden: set[str]
+    """Names of archived rollouts not read because an active copy exists."""
+    ids: dict[str, Path]
+    """Thread id -> its ``.jsonl`` rollout (where a fork finds its parent)."""
+
+
 class Layout:
     """Discovery with its in-memory caches; one per source instance, sharing the source's ``links``."""
 
@@ -61,14 +80,17 @@ class Layout:
         """Per fork: (its inode, the parent's size, replay_until) when last measured."""
         self._known: dict[str, Path] = {}
         self._thread: dict[str, str] = {}
+        self._listing: Listing | None = None
 
     def discover(self, sessions_dir: Path) -> list[TrackedFile]:
         """Rollouts under the sessions folder, then the archived ones not also active."""
         found: list[tuple[str, str, int]] = []  # (path, name, inode): strings sort and hash fast
         names: set[str] = set()
+        hidden: set[str] = set()
         for root in session_roots(sessions_dir):
             entries = sorted(_walk(str(root))) if root.is_dir() else []
             found.extend(e for e in entries if e[1] not in names)
+            hidden.update(e[1] for e in entries if e[1] in names)
             names.update(e[1] for e in entries)  # the active copy wins over an archived one
         known, thread = self._known, self._thread
         paths = {path: known.get(path) or Path(path) for path, _, _ in found}
@@ -81,7 +103,73 @@ class Layout:
         if not seen.issuperset(self._heads):  # forget files that are gone
             self._heads = {k: v for k, v in self._heads.items() if k in seen}
             self._replay = {k: v for k, v in self._replay.items() if k in seen}
+        chosen = {name: path for path, name, _ in found}
+        # Two rollouts of one name in one folder tree are both read: a record of one path per name
+        # cannot place their events, so those stay full checks until the copies are gone.
+        self._listing = Listing(sessions_dir, chosen, hidden, ids) if len(chosen) == len(found) else None
         return tracked
+
+    def affected(self, sessions_dir: Path, paths: Collection[str]) -> list[TrackedFile] | None:
+        """The rollouts among ``paths`` (and under a folder among them) that discovery would read,
+        with the hints discovery gives them; None where only a full check can tell: nothing
+        discovered yet, a root itself, a rollout gone whose archived copy is read instead, two
+        copies of one name in one root, a fork whose parent moved unseen.
+
+        ``session_index.jsonl`` is no event of its own (it lies beside the watched folders): its
+        thread names are titles read with each rollout, and no check reads an unchanged rollout,
+        so a renamed thread's title goes out with the rollout's next line, as in a full check."""
+        listing = self._listing
+        if listing is None or listing.sessions_dir != sessions_dir:
+            return None
+        roots = [str(root) for root in session_roots(sessions_dir)]
+        found: dict[str, tuple[int, str, int]] = {}  # path -> (its root's index, name, inode)
+        for path in paths:
+            place = _place(path, roots)
+            if place is None:
+                continue  # not under a root: not one of the watched folders' files
+            index, parts = place
+            if not parts:
+                return None  # a root created or moved
+            if any(os.path.islink(os.path.join(roots[index], *parts[:end])) for end in range(1, len(parts))):
+                continue  # discovery does not walk into a linked folder
+            try:
+                st = os.lstat(path)
+            except OSError:
+                if index == 0 and listing.hidden and (not _is_rollout(parts[-1]) or parts[-1] in listing.hidden):
+                    return None  # an active copy gone may leave an archived one to read
+                continue  # gone: forgotten by the next full check
+            if stat.S_ISDIR(st.st_mode):  # created or moved in: what is under it
+                found.update((p, (index, name, ino)) for p, name, ino in _walk(path))
+            elif _is_rollout(parts[-1]) and os.path.isfile(path):  # a link to a file is judged by the scan
+                found[path] = (index, parts[-1], st.st_ino)
+        chosen: list[tuple[str, str, int]] = []
+        for path, (index, name, ino) in sorted(found.items(), key=lambda item: (item[1][0], item[0])):
+            known = listing.chosen.get(name)
+            if known is not None and known != path and os.path.isfile(known):
+                if _place(known, roots[:1]) is None and index == 0:
+                    listing.hidden.add(name)  # an active copy of an archived rollout: read instead of it
+                elif _place(known, roots[:1]) is not None and index == 1:
+                    listing.hidden.add(name)  # an archived copy of an active rollout: not read
+                    continue
+                else:
+                    return None  # two copies in one root: discovery reads both
+            thread = conversation_id_from_path(name)
+            if name.endswith(".jsonl"):
+                other = listing.ids.get(thread)
+                if other is not None and str(other) != known and str(other) != path and other.exists():
+                    return None  # another rollout of the same thread
+                listing.ids[thread] = Path(path)
+            listing.chosen[name] = path
+            chosen.append((path, thread, ino))
+        titles = self.titles(sessions_dir.parent / "session_index.jsonl")
+        files = []
+        for path, thread, ino in chosen:
+            fork = self._fork_head(Path(path), ino) if path.endswith(".jsonl") else None
+            parent = listing.ids.get(fork[0]) if fork else None
+            if parent is not None and not parent.exists():
+                return None  # the parent moved without an event seen: discovery would find it
+            files.append(self.tracked(Path(path), ino, listing.ids, titles, thread))
+        return files
 
     def tracked(self, path: Path, ino: int, ids: Mapping[str, Path], titles: Mapping[str, str],
                 thread: str | None = None) -> TrackedFile:
@@ -183,6 +271,8 @@ def follow_moves(files: Iterable[TrackedFile], cursors: Mapping[str, FileCursor]
     belong to a cursor of a path no longer discovered inherits that cursor, so nothing is re-read."""
     files = list(files)
     paths = {str(f.path) for f in files}
+    if all(path in cursors for path in paths):
+        return {}  # no new path to inherit a cursor (an event's check: without going through them all)
     orphans = {(c.dev, c.ino): c for key, c in cursors.items() if key not in paths}
     if not orphans:
         return {}
@@ -201,6 +291,20 @@ def follow_moves(files: Iterable[TrackedFile], cursors: Mapping[str, FileCursor]
     return moved
 
 
+def _place(path: str, roots: list[str]) -> tuple[int, list[str]] | None:
+    """(index of the root ``path`` is under, the names below it), or None when under none."""
+    for index, root in enumerate(roots):
+        if path == root:
+            return index, []
+        if path.startswith(root) and path[len(root)] == os.sep:
+            return index, path[len(root) + 1:].split(os.sep)
+    return None
+
+
+def _is_rollout(name: str) -> bool:
+    return name.startswith("rollout-") and name.endswith((".jsonl", ".json"))
+
+
 def _walk(root: str) -> Iterator[tuple[str, str, int]]:
     try:
         entries = list(os.scandir(root))
@@ -210,7 +314,7 @@ def _walk(root: str) -> Iterator[tuple[str, str, int]]:
         try:
             if entry.is_dir(follow_symlinks=False):
                 yield from _walk(entry.path)
-            elif entry.name.startswith("rollout-") and entry.name.endswith((".jsonl", ".json")) and entry.is_file():
+            elif _is_rollout(entry.name) and entry.is_file():
                 yield entry.path, entry.name, entry.inode()
         except OSError:
             continue
