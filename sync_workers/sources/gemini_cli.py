@@ -13,12 +13,18 @@ runs on every check, so it lists folders and reads only those small files, never
 Both are sent (the project's path), so a symlinked one is read only when it resolves to a file
 of its kind (``sources.links``: a ``.project_root`` of one line, a JSON ``.json``); the source's
 guard reports a refused one once, with the check that follows.
+
+A file event checks the sessions it names (``GeminiCliSource.affected``), with the hints discovery
+gives them, read again then: a rewritten session, or those of a project, ``chats`` or subagent
+folder moved in. ``.project_root`` and ``projects.json`` alone check nothing: they are hints read
+with a session, and no check (full or not) reads an unchanged session again, so a project root
+written later goes out with the session's next change.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +75,27 @@ class GeminiCliSource(FileSource):
             else:
                 yield from _projects(path, _candidates(path.parent, links), links)
 
+    def affected(self, paths: Collection[str]) -> list[TrackedFile] | None:
+        """The sessions among ``paths`` as discovery gives them (hints read now), and those under a
+        project, ``chats`` or subagent folder among them. None, a full check: ``tmp`` itself (or a
+        folder above it) created or moved, a ``.jsonl`` gone beside the ``.json`` it superseded."""
+        tmp = str(self.gemini_dir() / "tmp")
+        found: dict[str, TrackedFile] = {}
+        candidates: list[str] | None = None
+        for path in paths:
+            if path == tmp or tmp.startswith(path + os.sep):
+                return None
+            parts = path[len(tmp) + 1:].split(os.sep) if path.startswith(tmp + os.sep) else []
+            if not parts or len(parts) > 4 or (len(parts) > 1 and parts[1] != "chats"):
+                continue  # beside tmp (projects.json), .project_root, logs.json, checkpoints, or deeper
+            if candidates is None:
+                candidates = _candidates(self.gemini_dir(), self.links)
+            changed = _changed(Path(tmp), parts, candidates, self.links)
+            if changed is None:
+                return None
+            found.update((str(f.path), f) for f in changed)
+        return list(found.values())
+
     def vanished(self, cursors: Mapping[str, FileCursor], files: Iterable[TrackedFile]) -> list[str]:
         """Also forget files no longer discovered though still there (a ``.json`` superseded by its
         ``.jsonl``): the digests acknowledged per conversation still stop any resend."""
@@ -86,16 +113,49 @@ def _projects(tmp: Path, candidates: list[str], links: LinkGuard) -> Iterator[Tr
 
 
 def _project(project: Path, candidates: list[str], links: LinkGuard) -> Iterator[TrackedFile]:
-    hints: dict[str, Any] = {"project_candidates": candidates}
-    root = _project_root(project, links)
-    if root:
-        hints["project_path"] = root
+    hints = _hints(project, candidates, links)
     chats = project / "chats"
     for path in _sessions(_entries(chats, dirs=False), main=True):
         yield TrackedFile(path, "document", hints)
     for parent in _entries(chats, dirs=True):
-        for path in _sessions(_entries(parent, dirs=False), main=False):
-            yield TrackedFile(path, "document", {**hints, "session_id": path.stem})
+        yield from _subagents(parent, hints)
+
+
+def _subagents(parent: Path, hints: dict[str, Any]) -> Iterator[TrackedFile]:
+    """The subagent sessions of one session (``chats/<parent id>/``)."""
+    for path in _sessions(_entries(parent, dirs=False), main=False):
+        yield TrackedFile(path, "document", {**hints, "session_id": path.stem})
+
+
+def _hints(project: Path, candidates: list[str], links: LinkGuard) -> dict[str, Any]:
+    """What a project folder tells its sessions: the known roots, and its own ``.project_root``."""
+    hints: dict[str, Any] = {"project_candidates": candidates}
+    root = _project_root(project, links)
+    if root:
+        hints["project_path"] = root
+    return hints
+
+
+def _changed(tmp: Path, parts: list[str], candidates: list[str], links: LinkGuard) -> Iterable[TrackedFile] | None:
+    """What discovery reads of ``tmp/<parts>``, a path an event named: a project folder, its
+    ``chats``, a session's subagent folder (each created or moved in: the sessions under it), or
+    a session. None for a ``.jsonl`` gone beside its ``.json``: discovery lists that one again,
+    and whether it is read depends on the cursors a full check keeps for what it lists."""
+    project, path = tmp / parts[0], tmp.joinpath(*parts)
+    if len(parts) <= 2 or (len(parts) == 3 and path.is_dir()):
+        if not path.is_dir():
+            return []  # a file beside the projects, or a folder gone: forgotten at the next full check
+        return _project(project, candidates, links) if len(parts) <= 2 else \
+            _subagents(path, _hints(project, candidates, links))
+    main = len(parts) == 3
+    if not _is_session(path.name, main):
+        return []
+    if not path.is_file():
+        return None if path.suffix == ".jsonl" and path.with_suffix(".json").is_file() else []
+    if path.with_name(path.name + "l").is_file():
+        return []  # a .json superseded by its .jsonl
+    hints = _hints(project, candidates, links)
+    return [TrackedFile(path, "document", hints if main else {**hints, "session_id": path.stem})]
 
 
 def _single(path: Path, links: LinkGuard) -> TrackedFile:
