@@ -17,7 +17,8 @@ from parsers.base import Chunk
 from parsers.codex import conversation_id_from_path, parse_chunk, parse_document
 from sync_workers.sources import codex_layout
 from sync_workers.sources.codex import CodexSource
-from sync_workers.sources.codex_layout import default_sessions_dir, shared_prefix
+from sync_workers.sources.codex_forks import shared_prefix
+from sync_workers.sources.codex_paths import default_sessions_dir
 from sync_workers.store import ArchiveStore
 from tests.receiver import TOKEN, running_receiver
 from tests.support import DATA, SAMPLES, validate_batch
@@ -274,7 +275,7 @@ def test_titles_follow_the_index_and_tolerate_its_absence(home: Home) -> None:
 
 def test_discovery_reads_a_head_once_and_a_fork_prefix_once(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"head": 0, "prefix": 0}
-    first_line, prefix = codex_layout._first_line, codex_layout.shared_prefix
+    first_line, prefix = codex_layout.first_line, codex_layout.shared_prefix
 
     def counted_head(path: Path) -> bytes | None:
         calls["head"] += 1
@@ -284,7 +285,7 @@ def test_discovery_reads_a_head_once_and_a_fork_prefix_once(home: Home, monkeypa
         calls["prefix"] += 1
         return prefix(*args)
 
-    monkeypatch.setattr(codex_layout, "_first_line", counted_head)
+    monkeypatch.setattr(codex_layout, "first_line", counted_head)
     monkeypatch.setattr(codex_layout, "shared_prefix", counted_prefix)
     source = CodexSource({"sessions_dir": str(home.sessions)})
     first = discovered(source)

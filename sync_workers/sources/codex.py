@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from parsers import codex
-from sync_workers.sources.codex_layout import Layout, default_sessions_dir, follow_moves, home_of, session_roots
+from sync_workers.sources.codex_layout import Layout
+from sync_workers.sources.codex_paths import default_sessions_dir, follow_moves, home_of, session_roots
 from sync_workers.sources.files import Delta, FileSource, ScanContext, TrackedFile, scan
 from sync_workers.state import Advance
 

@@ -1,7 +1,9 @@
 """Codex's folders: which rollouts to read, their titles, where a fork's copied history ends.
 
-Split out of ``sources.codex`` to keep the source small. The engine calls ``discover`` on every
-check, so everything here is cheap after the first time: a directory walk (names only), the
+Split out of ``sources.codex`` to keep the source small; the folders and names are
+``sources.codex_paths``, a fork's first line and copied history ``sources.codex_forks``. The
+engine calls ``discover`` on every check, so everything here is cheap after the first time: a
+directory walk (names only), the
 thread names re-read only when ``session_index.jsonl`` changed, the first line of a rollout read
 once (its head never changes) and a fork's shared prefix computed once per parent size.
 
@@ -20,41 +22,19 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from parsers.codex import conversation_id_from_path
+from sync_workers.sources.codex_forks import first_line, parent_of, shared_prefix
+from sync_workers.sources.codex_paths import is_rollout, place, session_roots, walk
 from sync_workers.sources.files import TrackedFile
 from sync_workers.sources.links import LinkGuard
-from sync_workers.state import FileCursor
 
-__all__ = ["Layout", "Listing", "default_sessions_dir", "follow_moves", "home_of", "session_roots", "shared_prefix"]
-
-FIRST_LINE_MAX = 4 * 1024 * 1024  # a session_meta with long base instructions stays far below this
-
-
-def default_sessions_dir() -> Path:
-    """``$CODEX_HOME/sessions``, else ``~/.codex/sessions`` (Codex does not follow XDG)."""
-    home = os.environ.get("CODEX_HOME")
-    return (Path(home).expanduser() if home else Path.home() / ".codex") / "sessions"
-
-
-def session_roots(sessions_dir: Path) -> list[Path]:
-    """The sessions folder and its sibling ``archived_sessions`` (where "archive" moves rollouts)."""
-    archived = sessions_dir.parent / "archived_sessions"
-    return [sessions_dir] if archived == sessions_dir else [sessions_dir, archived]
-
-
-def home_of(path: Path) -> Path | None:
-    """The Codex home above a rollout: the parent of its ``sessions``/``archived_sessions`` folder."""
-    for folder in path.parents:
-        if folder.name in ("sessions", "archived_sessions"):
-            return folder.parent
-    return None
-
+__all__ = ["Layout", "Listing"]
 
 @dataclass(slots=True)
 class Listing:
@@ -88,7 +68,7 @@ class Layout:
         names: set[str] = set()
         hidden: set[str] = set()
         for root in session_roots(sessions_dir):
-            entries = sorted(_walk(str(root))) if root.is_dir() else []
+            entries = sorted(walk(str(root))) if root.is_dir() else []
             found.extend(e for e in entries if e[1] not in names)
             hidden.update(e[1] for e in entries if e[1] in names)
             names.update(e[1] for e in entries)  # the active copy wins over an archived one
@@ -124,10 +104,10 @@ class Layout:
         roots = [str(root) for root in session_roots(sessions_dir)]
         found: dict[str, tuple[int, str, int]] = {}  # path -> (its root's index, name, inode)
         for path in paths:
-            place = _place(path, roots)
-            if place is None:
+            where = place(path, roots)
+            if where is None:
                 continue  # not under a root: not one of the watched folders' files
-            index, parts = place
+            index, parts = where
             if not parts:
                 return None  # a root created or moved
             if any(os.path.islink(os.path.join(roots[index], *parts[:end])) for end in range(1, len(parts))):
@@ -135,20 +115,20 @@ class Layout:
             try:
                 st = os.lstat(path)
             except OSError:
-                if index == 0 and listing.hidden and (not _is_rollout(parts[-1]) or parts[-1] in listing.hidden):
+                if index == 0 and listing.hidden and (not is_rollout(parts[-1]) or parts[-1] in listing.hidden):
                     return None  # an active copy gone may leave an archived one to read
                 continue  # gone: forgotten by the next full check
             if stat.S_ISDIR(st.st_mode):  # created or moved in: what is under it
-                found.update((p, (index, name, ino)) for p, name, ino in _walk(path))
-            elif _is_rollout(parts[-1]) and os.path.isfile(path):  # a link to a file is judged by the scan
+                found.update((p, (index, name, ino)) for p, name, ino in walk(path))
+            elif is_rollout(parts[-1]) and os.path.isfile(path):  # a link to a file is judged by the scan
                 found[path] = (index, parts[-1], st.st_ino)
         chosen: list[tuple[str, str, int]] = []
         for path, (index, name, ino) in sorted(found.items(), key=lambda item: (item[1][0], item[0])):
             known = listing.chosen.get(name)
             if known is not None and known != path and os.path.isfile(known):
-                if _place(known, roots[:1]) is None and index == 0:
+                if place(known, roots[:1]) is None and index == 0:
                     listing.hidden.add(name)  # an active copy of an archived rollout: read instead of it
-                elif _place(known, roots[:1]) is not None and index == 1:
+                elif place(known, roots[:1]) is not None and index == 1:
                     listing.hidden.add(name)  # an archived copy of an active rollout: not read
                     continue
                 else:
@@ -222,12 +202,12 @@ class Layout:
             return cached[1]
         if self.links.reason(path) is not None:
             return None  # the scan refuses it too; judged again next time, when it may have changed
-        line = _first_line(path)
+        line = first_line(path)
         if line is None:
             return None  # not written yet: look again next time
         fork = None
         if b"forked_from_id" in line or b"parent_thread_id" in line:
-            fork = _parent_of(line, conversation_id_from_path(path.name))
+            fork = parent_of(line, conversation_id_from_path(path.name))
         self._heads[str(path)] = (ino, fork)
         return fork
 
@@ -248,107 +228,3 @@ class Layout:
         return value
 
 
-def shared_prefix(child: Path, parent: Path, start: int) -> tuple[int, bool]:
-    """Bytes of whole lines of ``child`` from ``start`` identical to ``parent``'s first lines, and
-    whether that is final (a line differs, or the parent ended) rather than the child's end so far."""
-    matched = 0
-    try:
-        with open(child, "rb") as left, open(parent, "rb") as right:
-            left.seek(start)
-            while True:
-                mine, theirs = left.readline(), right.readline()
-                if not mine.endswith(b"\n"):
-                    return matched, False
-                if mine != theirs:
-                    return matched, True
-                matched += len(mine)
-    except OSError:
-        return 0, False
-
-
-def follow_moves(files: Iterable[TrackedFile], cursors: Mapping[str, FileCursor]) -> dict[str, FileCursor]:
-    """Cursors for files that moved (archiving renames a rollout): a new path whose device and inode
-    belong to a cursor of a path no longer discovered inherits that cursor, so nothing is re-read."""
-    files = list(files)
-    paths = {str(f.path) for f in files}
-    if all(path in cursors for path in paths):
-        return {}  # no new path to inherit a cursor (an event's check: without going through them all)
-    orphans = {(c.dev, c.ino): c for key, c in cursors.items() if key not in paths}
-    if not orphans:
-        return {}
-    moved: dict[str, FileCursor] = {}
-    for tracked in files:
-        path = str(tracked.path)
-        if path in cursors:
-            continue
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        old = orphans.get((st.st_dev, st.st_ino))
-        if old is not None and not os.path.exists(old.path):
-            moved[path] = replace(old, path=path)
-    return moved
-
-
-def _place(path: str, roots: list[str]) -> tuple[int, list[str]] | None:
-    """(index of the root ``path`` is under, the names below it), or None when under none."""
-    for index, root in enumerate(roots):
-        if path == root:
-            return index, []
-        if path.startswith(root) and path[len(root)] == os.sep:
-            return index, path[len(root) + 1:].split(os.sep)
-    return None
-
-
-def _is_rollout(name: str) -> bool:
-    return name.startswith("rollout-") and name.endswith((".jsonl", ".json"))
-
-
-def _walk(root: str) -> Iterator[tuple[str, str, int]]:
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                yield from _walk(entry.path)
-            elif _is_rollout(entry.name) and entry.is_file():
-                yield entry.path, entry.name, entry.inode()
-        except OSError:
-            continue
-
-
-def _first_line(path: Path) -> bytes | None:
-    try:
-        with open(path, "rb") as handle:
-            data = b""
-            while len(data) < FIRST_LINE_MAX:
-                block = handle.read(64 * 1024)
-                if not block:
-                    return None
-                data += block
-                end = data.find(b"\n")
-                if end >= 0:
-                    return data[: end + 1]
-    except OSError:
-        return None
-    return data  # longer than any header: not a fork's session_meta
-
-
-def _parent_of(line: bytes, own_id: str) -> tuple[str, int] | None:
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    payload = record.get("payload") if isinstance(record, dict) else None
-    if not isinstance(payload, dict) or record.get("type") != "session_meta" or payload.get("id") != own_id:
-        return None
-    parent = payload.get("forked_from_id")
-    source = payload.get("source")
-    spawn = source.get("subagent") if isinstance(source, dict) else None
-    spawn = spawn.get("thread_spawn") if isinstance(spawn, dict) else None
-    if not (isinstance(parent, str) and parent) and isinstance(spawn, dict):
-        parent = spawn.get("parent_thread_id")
-    return (parent, len(line)) if isinstance(parent, str) and parent else None
