@@ -4,7 +4,9 @@
 keeps them identical). A valid batch, the usual case, is checked by jsonschema-rs (compiled
 Rust, about thirty times faster than fastjsonschema here, which was itself ten times faster
 than jsonschema and still a third of the receiver's CPU per batch). Only an invalid batch goes
-on to fastjsonschema, whose errors carry what is needed to name the failing field.
+on to fastjsonschema, whose errors carry what is needed to name the failing field. A batch is
+checked in pieces (``receiver.incoming``): its envelope, then each conversation, or for a large one
+its head and each message, with errors named from the batch (``conversations[3].messages[0].role``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import fastjsonschema
 import jsonschema_rs
 import orjson
 
-__all__ = ["SCHEMA", "InvalidBatch", "openapi_schema", "validate", "validate_conversation",
+__all__ = ["SCHEMA", "InvalidBatch", "openapi_schema", "validate_conversation",
            "validate_conversation_head", "validate_envelope", "validate_message"]
 
 SCHEMA: dict[str, Any] = orjson.loads(resources.files(__package__).joinpath("batch.schema.json").read_bytes())
@@ -62,7 +64,6 @@ class _Checker:
         raise _within(where, InvalidBatch(".".join(map(str, error.instance_path)), error.message))
 
 
-_BATCH = _Checker(SCHEMA)
 _ENVELOPE = _Checker({**SCHEMA, "properties": {**SCHEMA["properties"],
                                                "conversations": {"type": "array", "minItems": 1}}})
 _CONVERSATION = _Checker({"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"], "$ref": "#/$defs/conversation"})
@@ -70,11 +71,6 @@ _CONVERSATION_HEAD = _Checker({"$schema": SCHEMA["$schema"], "$ref": "#/$defs/co
     **SCHEMA["$defs"], "conversation": {**SCHEMA["$defs"]["conversation"], "properties": {
         **SCHEMA["$defs"]["conversation"]["properties"], "messages": {"type": "array"}}}}})
 _MESSAGE = _Checker({"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"], "$ref": "#/$defs/message"})
-
-
-def validate(batch: Any) -> None:
-    """Raise :class:`InvalidBatch` naming the first failing field; return None when valid."""
-    _BATCH(batch)
 
 
 def validate_envelope(envelope: dict[str, Any]) -> None:
