@@ -73,6 +73,16 @@ def body_of(shape: str, mb: float) -> bytes:
                          "conversations": build(max(1, int(per_mb * mb)))})
 
 
+def peak_rise(body: bytes, folder: str) -> tuple[int, int, float]:
+    """(status, rise of the high-water mark in bytes, seconds) of one fresh receiver process taking ``body``
+    over a new archive in ``folder``."""
+    path = Path(folder) / "body.json"
+    path.write_bytes(body)
+    out = subprocess.run([sys.executable, "-c", _ONE_REQUEST, str(path), folder], capture_output=True,
+                         text=True, check=True, timeout=600).stdout.split()
+    return int(out[0]), int(out[1]), float(out[2])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=30.0, help="body size per shape, MB (default 30)")
@@ -81,13 +91,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for shape in SHAPES:
             body = body_of(shape, args.mb)
-            path = Path(tmp) / "body.json"
-            path.write_bytes(body)
-            out = subprocess.run([sys.executable, "-c", _ONE_REQUEST, str(path), tmp], capture_output=True,
-                                 text=True, check=True).stdout.split()
-            if out[0] != "200":
-                sys.exit(f"{shape}: answered {out[0]}")
-            rise, seconds = int(out[1]), float(out[2])
+            status, rise, seconds = peak_rise(body, tmp)
+            if status != 200:
+                sys.exit(f"{shape}: answered {status}")
             print(f"| {shape} | {len(body) / 1e6:.1f} MB | {rise / 1e6:.0f} MB | {rise / len(body):.1f} |"
                   f" {seconds:.2f} s |", flush=True)
 

@@ -18,6 +18,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.receiver_memory import one_conversation, peak_rise, tiny_conversations
 from sync_workers.receiver import incoming
 from sync_workers.receiver import service as service_module
 from sync_workers.receiver.app import BATCH_ENDPOINT
@@ -113,43 +114,18 @@ def test_the_last_of_repeated_keys_counts_as_in_a_whole_body_decode(client):
     assert b'"m2a"' in stored(client, "c2")
 
 
-# One receiver process per body: VmHWM is its high-water mark, so before and after one request tell its peak.
-_PEAK = """
-import sys, tempfile
-from pathlib import Path
-from sync_workers.receiver.service import ReceiverService, Settings
-
-def high_water() -> int:
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) * 1024
-
-body = Path(sys.argv[1]).read_bytes()
-service = ReceiverService(Settings(db=Path(tempfile.mkdtemp(dir=sys.argv[2])) / "a.db", insecure_no_auth=True))
-before = high_water()
-answer = service.ingest(body)
-print(answer.status, high_water() - before)
-"""
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 @pytest.mark.parametrize("decoding", ["as the size says"], indirect=True)
 @pytest.mark.parametrize("shape", ["80,000 conversations of one message", "one conversation of 100,000 messages"])
 def test_a_request_peaks_at_a_few_times_its_body_not_a_decoded_tree(tmp_path, shape):
-    text = [{"type": "text", "text": "x"}]
-    if shape.startswith("80,000"):
-        conversations = [{"id": f"c{i}", "messages": [{"id": "m", "role": "user", "content": text}]}
-                         for i in range(80_000)]
-    else:
-        conversations = [{"id": "c", "messages": [{"id": f"m{i}", "role": "user", "content": text}
-                                                  for i in range(100_000)]}]
+    """One receiver process per body (bench/receiver_memory.py's harness): the rise of its high-water mark."""
+    build, count = (tiny_conversations, 80_000) if shape.startswith("80,000") else (one_conversation, 100_000)
     body = orjson.dumps({"schema_version": 1, "batch_id": "batch-peak-memory", "source_type": "claude_code",
-                         "conversations": conversations})
-    path = tmp_path / "body.json"
-    path.write_bytes(body)
-    out = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(tmp_path)], capture_output=True, text=True,
-                         check=True, timeout=120).stdout.split()
-    assert out[0] == "200"
+                         "conversations": build(count)})
+    status, rise, _ = peak_rise(body, str(tmp_path))
+    assert status == 200
     # Measured on this code: 9.2 and 5.8 times the body; decoded whole it was 17.8 and 14.
-    assert int(out[1]) < 12 * len(body), f"peaked {int(out[1]) / len(body):.1f} times the body's size"
+    assert rise < 12 * len(body), f"peaked {rise / len(body):.1f} times the body's size"
 
 
 def test_batches_past_the_limit_wait_their_turn_before_decoding(tmp_path, monkeypatch):
