@@ -61,7 +61,7 @@ def _copy_snapshot(db: Path, into: Path, attempts: int = 10) -> Path:
 
 def _updated_ms(value: Any) -> int:
     """A row's ``time_updated`` (ms) as an int: 0 for a value that is no number, so one corrupt row
-    costs its own change detection, not the listing of every session. :data:`_UPDATED_MS` is the
+    costs its own change detection, not the listing of every session. :func:`_updated_ms_sql` is the
     same in SQL: the marker of a listing and of a read must agree, or the session is read again at
     every check."""
     if isinstance(value, int):
@@ -69,11 +69,15 @@ def _updated_ms(value: Any) -> int:
     return int(value) if isinstance(value, float) and abs(value) < 9e18 else 0
 
 
-_UPDATED_MS = ("(CASE WHEN typeof(time_updated) = 'integer' OR (typeof(time_updated) = 'real'"
-               " AND abs(time_updated) < 9e18) THEN time_updated ELSE 0 END)")
-""":func:`_updated_ms` in SQL. Not ``CAST(... AS INTEGER)``: that reads ``'1767226000005x'`` as a number
-where the read takes 0; and SQLite sorts text above every number, so a bare column would let one corrupt
-row be the marker for good and hide every later change."""
+def _updated_ms_sql(column: str = "time_updated") -> str:
+    """:func:`_updated_ms` in SQL, of ``column``. Not ``CAST(... AS INTEGER)``: that reads ``'1767226000005x'``
+    as a number where the read takes 0; and SQLite sorts text above every number, so a bare column would let
+    one corrupt row be the marker for good and hide every later change."""
+    return (f"(CASE WHEN typeof({column}) = 'integer' OR (typeof({column}) = 'real' AND abs({column}) < 9e18)"
+            f" THEN {column} ELSE 0 END)")
+
+
+_UPDATED_MS = _updated_ms_sql()
 
 
 def _read_only_uri(path: Path) -> str:
@@ -164,7 +168,7 @@ class OpenCodeDB:
     def session_markers(self) -> dict[str, int]:
         """Every session id with its marker: the newest ``time_updated`` of its rows (ms)."""
         rows = self._conn.execute(
-            f"SELECT s.id, max({_UPDATED_MS.replace('time_updated', 's.time_updated')}, coalesce(m.t, 0),"
+            f"SELECT s.id, max({_updated_ms_sql('s.time_updated')}, coalesce(m.t, 0),"
             " coalesce(p.t, 0)) FROM session s"
             f" LEFT JOIN (SELECT session_id, max({_UPDATED_MS}) t FROM message GROUP BY session_id) m"
             " ON m.session_id = s.id"
